@@ -14,7 +14,7 @@ all: $(STAMPS)/build
 $(STAMPS)/venv:
 	@mkdir -p $(STAMPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip==26.3
 	@touch $@
 
 $(STAMPS)/deps: $(STAMPS)/venv requirements.lock

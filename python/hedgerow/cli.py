@@ -1,0 +1,119 @@
+"""The ``hedgerow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hedgerow import __version__
+from hedgerow.config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"hedgerow: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def single_points_of_failure(config: Config) -> dict[str, str]:
+    """Routes whose every target depends on one provider, with that provider's name."""
+    found = {}
+    for name, route in config.routes.items():
+        providers = {t.provider for tier in route.tier_targets() for t in tier}
+        if len(providers) == 1:
+            found[name] = next(iter(providers))
+    return found
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: OK: {len(config.providers)} providers, {len(config.routes)} routes")
+    for name, provider in config.providers.items():
+        key = "key set" if provider.api_key else "no key"
+        print(f"  provider {name}: {provider.kind} at {provider.resolved_base_url} ({key})")
+    for name, route in config.routes.items():
+        tiers = route.tier_targets()
+        print(f"  route {name}:")
+        for i, tier in enumerate(tiers):
+            label = "primary" if i == 0 else f"tier {i}"
+            print(f"    {label}: {', '.join(t.target for t in tier)}")
+    spofs = single_points_of_failure(config)
+    for route, provider in spofs.items():
+        print(
+            f"warning: route {route!r}: every tier depends on provider {provider!r}"
+            " (a single point of failure)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from hedgerow.server.app import serve
+
+    config = _load(args.config)
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    print(f"hedgerow {__version__}: serving {len(config.routes)} routes on http://{host}:{port}")
+    sys.stdout.flush()
+    serve(config, host, port)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hedgerow.selfcheck import run_selfcheck
+
+    return run_selfcheck()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hedgerow",
+        description="A multi-provider LLM gateway that keeps answering through outages.",
+    )
+    parser.add_argument("--version", action="version", version=f"hedgerow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate a config and print its routes")
+    check.add_argument("--config", "-c", required=True, help="config file (YAML or TOML)")
+    check.set_defaults(func=_cmd_check)
+
+    serve = sub.add_parser("serve", help="run the gateway server")
+    serve.add_argument("--config", "-c", required=True, help="config file (YAML or TOML)")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.set_defaults(func=_cmd_serve)
+
+    mock = sub.add_parser("mock", help="run the fault-injecting provider simulator")
+    try:
+        from hedgerow.sim.mock import add_mock_arguments, main_mock
+    except ImportError:  # pragma: no cover - only while the simulator is absent
+        pass
+    else:
+        add_mock_arguments(mock)
+        mock.set_defaults(func=main_mock)
+
+    demo = sub.add_parser("demo", help="the main job: a self-check of the native core")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hedgerow`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    result: int = func(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

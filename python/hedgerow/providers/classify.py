@@ -1,0 +1,162 @@
+"""Turn an upstream failure into the router's one vocabulary (``ir.ErrorKind``).
+
+Every adapter funnels its failures through ``classify_http`` so that a 529 from Anthropic, a
+503 from OpenAI and an ``UNAVAILABLE`` from Gemini mean the same thing to the router.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+from hedgerow.ir import ErrorInfo, ErrorKind
+
+__all__ = ["classify_http", "is_context_window_message", "parse_retry_after"]
+
+_STATUS_KINDS: dict[int, ErrorKind] = {
+    401: ErrorKind.AUTH,
+    403: ErrorKind.AUTH,
+    408: ErrorKind.REQUEST_TIMEOUT,
+    409: ErrorKind.CONFLICT,
+    429: ErrorKind.RATE_LIMITED,
+    500: ErrorKind.SERVER_ERROR,
+    502: ErrorKind.BAD_GATEWAY,
+    503: ErrorKind.UNAVAILABLE,
+    504: ErrorKind.GATEWAY_TIMEOUT,
+    529: ErrorKind.OVERLOADED,
+}
+
+# Provider error types that name the class better than the status does.
+_TYPE_KINDS: dict[str, ErrorKind] = {
+    "overloaded_error": ErrorKind.OVERLOADED,
+    "rate_limit_error": ErrorKind.RATE_LIMITED,
+    "rate_limit_exceeded": ErrorKind.RATE_LIMITED,
+    "RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED,
+    "authentication_error": ErrorKind.AUTH,
+    "permission_error": ErrorKind.AUTH,
+    "invalid_api_key": ErrorKind.AUTH,
+    "PERMISSION_DENIED": ErrorKind.AUTH,
+    "UNAUTHENTICATED": ErrorKind.AUTH,
+    "API_KEY_INVALID": ErrorKind.AUTH,
+    "context_length_exceeded": ErrorKind.CONTEXT_WINDOW,
+    "api_error": ErrorKind.SERVER_ERROR,
+    "INTERNAL": ErrorKind.SERVER_ERROR,
+    "UNAVAILABLE": ErrorKind.UNAVAILABLE,
+    "timeout_error": ErrorKind.GATEWAY_TIMEOUT,
+    "DEADLINE_EXCEEDED": ErrorKind.GATEWAY_TIMEOUT,
+}
+
+# How each provider words "your prompt does not fit": OpenAI, Anthropic, vLLM, Gemini.
+_CONTEXT_PATTERNS = re.compile(
+    r"maximum context length|context_length_exceeded|prompt is too long|"
+    r"context window|input token count.*exceeds|too many tokens|exceeds the maximum number of tokens",
+    re.IGNORECASE,
+)
+
+
+def is_context_window_message(message: str) -> bool:
+    """Whether an error message says the request is longer than the model's context."""
+    return bool(_CONTEXT_PATTERNS.search(message))
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def _go_duration(text: str) -> float | None:
+    """``6m0s`` / ``1.5s`` / ``12ms`` (OpenAI's x-ratelimit-reset-*) in seconds."""
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    return sum(float(n) * _GO_UNITS[u] for n, u in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before retrying, from whatever the provider sent, or ``None``.
+
+    Precedence follows the official SDKs: ``retry-after-ms``, then ``retry-after`` (seconds or
+    an HTTP date), then the rate-limit reset headers (OpenAI Go durations, Anthropic RFC 3339).
+    ``now`` is wall-clock epoch seconds (only HTTP dates and RFC 3339 stamps need it).
+    """
+    get = headers.get
+    value = get("retry-after-ms")
+    if value:
+        try:
+            ms = float(value)
+            if ms >= 0:
+                return ms / 1000.0
+        except ValueError:
+            pass
+    value = get("retry-after")
+    if value:
+        value = value.strip()
+        try:
+            seconds = float(value)
+            if seconds >= 0:
+                return seconds
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                wall = time.time() if now is None else now
+                return max(0.0, when.timestamp() - wall)
+            except (TypeError, ValueError):
+                pass
+    waits: list[float] = []
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        raw = get(name)
+        if raw:
+            d = _go_duration(raw)
+            if d is not None:
+                waits.append(d)
+    for name in (
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
+    ):
+        raw = get(name)
+        if raw:
+            try:
+                stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            wall = time.time() if now is None else now
+            waits.append(max(0.0, stamp.timestamp() - wall))
+    # Only a limit that is exhausted makes its reset time a wait; the shortest is the earliest.
+    return min(waits) if waits else None
+
+
+def classify_http(
+    status: int,
+    headers: Mapping[str, str],
+    provider_type: str | None,
+    message: str,
+) -> ErrorInfo:
+    """Classify a non-2xx upstream answer (``provider_type`` and ``message`` from its body)."""
+    kind = _TYPE_KINDS.get(provider_type or "")
+    if kind is None or (kind is ErrorKind.SERVER_ERROR and status in _STATUS_KINDS):
+        kind = _STATUS_KINDS.get(status)
+    if kind is None:
+        kind = ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.BAD_REQUEST
+    if kind is ErrorKind.BAD_REQUEST and is_context_window_message(message):
+        kind = ErrorKind.CONTEXT_WINDOW
+    # Gemini reports a bad key as 400 INVALID_ARGUMENT with reason API_KEY_INVALID.
+    if kind is ErrorKind.BAD_REQUEST and "API_KEY_INVALID" in message:
+        kind = ErrorKind.AUTH
+    retry_after = (
+        parse_retry_after(headers)
+        if kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE)
+        or "retry-after" in headers
+        or "retry-after-ms" in headers
+        else None
+    )
+    return ErrorInfo(
+        kind=kind,
+        message=message,
+        status=status,
+        provider_type=provider_type,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,174 @@
+"""The aiohttp application: endpoints, and ``serve`` to run it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from hedgerow import ir
+from hedgerow.config import Config
+from hedgerow.formats import FormatError
+from hedgerow.formats import anthropic as anthropic_format
+from hedgerow.formats import openai as openai_format
+from hedgerow.routing import Gateway, GatewayError
+from hedgerow.server.chat import MAX_BODY_KEY, ChatHandler, read_body, send_exchange
+from hedgerow.server.exchange import error_exchange, parse_json_body
+from hedgerow.tokens import estimate_request_tokens
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("hedgerow.server")
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+_CREATED = int(time.time())
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _models(request: web.Request) -> web.Response:
+    """The routes, in the shape of whichever API the client speaks."""
+    routes = sorted(request.app[GATEWAY_KEY].routes)
+    if "anthropic-version" in request.headers:
+        data = [
+            {"type": "model", "id": r, "display_name": r, "created_at": "1970-01-01T00:00:00Z"}
+            for r in routes
+        ]
+        return _json(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": routes[0] if routes else None,
+                "last_id": routes[-1] if routes else None,
+            }
+        )
+    return _json(
+        {
+            "object": "list",
+            "data": [
+                {"id": r, "object": "model", "created": _CREATED, "owned_by": "hedgerow"}
+                for r in routes
+            ],
+        }
+    )
+
+
+async def _count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: an estimate (see ``hedgerow.tokens``)."""
+    try:
+        body = parse_json_body(await read_body(request))
+        # count_tokens takes a Messages body without max_tokens; parse it as if it had one.
+        chat = anthropic_format.parse_request({"max_tokens": 1, **body})
+        request.app[GATEWAY_KEY].plan(chat.model)
+    except GatewayError as exc:
+        return await send_exchange(
+            request, error_exchange(anthropic_format, exc.info, should_retry=False)
+        )
+    except FormatError as exc:
+        info = ir.ErrorInfo(ir.ErrorKind.BAD_REQUEST, exc.message, 400, param=exc.param)
+        return await send_exchange(
+            request, error_exchange(anthropic_format, info, should_retry=False)
+        )
+    return _json({"input_tokens": estimate_request_tokens(chat)})
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    return _json({"status": "ready", "routes": len(gateway.routes)})
+
+
+def _client_error(request: web.Request, info: ir.ErrorInfo) -> web.Response:
+    """An error in the format the client seems to speak (Anthropic SDKs send their version)."""
+    fmt = anthropic_format if "anthropic-version" in request.headers else openai_format
+    exchange = error_exchange(fmt, info, should_retry=False)
+    return web.Response(body=exchange.body, status=exchange.status, headers=exchange.headers)
+
+
+@web.middleware
+async def _client_format_errors(
+    request: web.Request, handler: Any
+) -> web.StreamResponse:
+    """Unknown paths and wrong methods answer in the client's error format, not HTML."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPNotFound:
+        return _client_error(
+            request,
+            ir.ErrorInfo(
+                ir.ErrorKind.BAD_REQUEST, f"No such endpoint: {request.method} {request.path}", 404
+            ),
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _client_error(
+            request,
+            ir.ErrorInfo(
+                ir.ErrorKind.BAD_REQUEST,
+                f"Method {request.method} not allowed on {request.path} (allowed: {allowed})",
+                405,
+            ),
+        )
+
+
+def create_app(gateway: Gateway, config: Config | None = None) -> web.Application:
+    """The gateway's aiohttp application."""
+    config = config or gateway.config
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[_client_format_errors],
+    )
+    app[GATEWAY_KEY] = gateway
+    app[MAX_BODY_KEY] = config.server.max_body_bytes
+    max_messages = config.server.max_messages
+    app.router.add_post(
+        "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages).handle
+    )
+    app.router.add_post(
+        "/v1/messages", ChatHandler(gateway, anthropic_format, max_messages).handle
+    )
+    app.router.add_post("/v1/messages/count_tokens", _count_tokens)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+
+    async def close_gateway(_: web.Application) -> None:
+        await gateway.aclose()
+
+    app.on_cleanup.append(close_gateway)
+    return app
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop when it is installed (it is a dependency on POSIX)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - windows
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def serve(config: Config, host: str, port: int) -> None:
+    """Run the gateway server until interrupted."""
+    install_uvloop()
+    app = create_app(Gateway(config), config)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=10.0,
+    )

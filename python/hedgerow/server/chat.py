@@ -1,0 +1,60 @@
+"""The chat endpoints (``POST /v1/chat/completions``, ``POST /v1/messages``) on aiohttp."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from aiohttp import web
+
+from hedgerow.routing import Gateway, GatewayError
+from hedgerow.server.exchange import Exchange, bad_request, chat_exchange, error_exchange
+
+__all__ = ["MAX_BODY_KEY", "ChatHandler", "read_body", "send_exchange"]
+
+MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body_bytes", int)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The body, or ``GatewayError`` (413) past the app's ``client_max_size``."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_KEY]
+        raise GatewayError(
+            bad_request(f"Request body is larger than the {limit}-byte limit", status=413)
+        ) from None
+
+
+async def send_exchange(request: web.Request, exchange: Exchange) -> web.StreamResponse:
+    """Write an ``Exchange`` to the client; a departed client stops the upstream call."""
+    if exchange.stream is None:
+        return web.Response(body=exchange.body, status=exchange.status, headers=exchange.headers)
+    response = web.StreamResponse(status=exchange.status, headers=exchange.headers)
+    try:
+        await response.prepare(request)
+        async for data in exchange.stream:
+            await response.write(data)
+        await response.write_eof()
+    finally:
+        exchange.close()
+    return response
+
+
+class ChatHandler:
+    """Serves one client wire format through the gateway."""
+
+    __slots__ = ("fmt", "gateway", "max_messages")
+
+    def __init__(self, gateway: Gateway, fmt: ModuleType, max_messages: int) -> None:
+        self.gateway = gateway
+        self.fmt = fmt
+        self.max_messages = max_messages
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one request (the aiohttp handler)."""
+        try:
+            data = await read_body(request)
+        except GatewayError as exc:
+            return await send_exchange(request, error_exchange(self.fmt, exc.info, should_retry=False))
+        exchange = await chat_exchange(self.gateway, self.fmt, data, max_messages=self.max_messages)
+        return await send_exchange(request, exchange)
