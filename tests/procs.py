@@ -41,13 +41,21 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.
 
 @contextmanager
 def hedgerow_process(
-    args: Sequence[str], port: int, log_path: Path, env: dict[str, str] | None = None
+    args: Sequence[str],
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cpus: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``hedgerow ARGS`` until the block ends; its output goes to ``log_path``."""
+    """Run ``hedgerow ARGS`` until the block ends; its output goes to ``log_path``.
+
+    ``cpus`` pins the process (``taskset -c``), for benchmarks.
+    """
     full_env = {**os.environ, **(env or {})}
+    pin = ["taskset", "-c", cpus] if cpus else []
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [*HEDGEROW, *args], stdout=log, stderr=subprocess.STDOUT, env=full_env
+            [*pin, *HEDGEROW, *args], stdout=log, stderr=subprocess.STDOUT, env=full_env
         )
         try:
             wait_for_port(port, proc)

@@ -20,6 +20,7 @@ import yaml
 __all__ = [
     "Config",
     "ConfigError",
+    "JobsConfig",
     "ProviderConfig",
     "RouteConfig",
     "Secret",
@@ -165,12 +166,32 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_messages: int = 10_000
 
 
+class JobsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Durable background jobs: where they are stored and how workers treat them."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: str = "hedgerow-jobs.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "hedgerow"
+    # Workers inside `hedgerow serve` (0: none; run `hedgerow worker` separately).
+    workers: int = 0
+    concurrency: int = 16
+    lease_seconds: float = 60.0
+    max_attempts: int = 8
+    max_age_seconds: float = 86_400.0
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    webhook_url: str | None = None
+    webhook_secret: Secret | None = None
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     """The whole config file."""
 
     providers: dict[str, ProviderConfig]
     routes: dict[str, RouteConfig]
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     # Merged over DEFAULT_TIMEOUTS field by field; routes, providers and targets override.
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
@@ -300,6 +321,8 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         config.server = convert(raw["server"], ServerConfig, "server")
     if "timeouts" in raw:
         config.timeouts = convert(raw["timeouts"], Timeouts, "timeouts")
+    if "jobs" in raw:
+        config.jobs = convert(raw["jobs"], JobsConfig, "jobs")
     return config
 
 

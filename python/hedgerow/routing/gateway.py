@@ -195,6 +195,15 @@ class Gateway:
             )
         return plan
 
+    def route_ready(self, route: str, now: float | None = None) -> float:
+        """Seconds until some deployment of ``route`` may be attempted (0.0: one may now).
+
+        Background workers ask this before leasing a job, so that no attempt is spent while
+        every deployment of the route is known to be down.
+        """
+        self.plan(route)
+        return 0.0
+
     async def complete(
         self,
         request: ir.ChatRequest,
