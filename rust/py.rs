@@ -1,0 +1,645 @@
+//! The PyO3 binding: thin wrappers that parse arguments, resolve `now` and call the pure core.
+//!
+//! Every class is `frozen` (no `&mut self`, no borrow flag) and all state is atomics, so the
+//! objects are shared freely between threads, including on free-threaded CPython
+//! (`gil_used = false`). Nothing here can panic on user input: every argument is validated
+//! into an [`ArgError`], raised as `ValueError` naming the argument.
+
+use std::time::Instant;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::breaker::{Breaker, BreakerConfig, State};
+use crate::bucket::{mix_key, wait_secs, Decision, KeyedTokenBucket, TokenBucket};
+use crate::clock::{self, ns_to_secs, resolve_now};
+use crate::error::{non_negative, ArgError};
+use crate::outcome::Outcome;
+use crate::window::SlidingWindow;
+
+impl From<ArgError> for PyErr {
+    fn from(e: ArgError) -> PyErr {
+        PyValueError::new_err(e.0)
+    }
+}
+
+#[inline]
+fn outcome(s: &str) -> PyResult<Outcome> {
+    Ok(Outcome::parse(s)?)
+}
+
+#[inline]
+fn latency(l: f64) -> PyResult<f64> {
+    Ok(non_negative("latency", l)?)
+}
+
+fn opt_secs(ns: Option<u64>) -> Option<f64> {
+    ns.map(ns_to_secs)
+}
+
+/// Monotonic seconds now: the clock of ``time.monotonic()``, read without a Python call.
+///
+/// Every ``now`` argument in this module is a float on this clock; passing one explicitly
+/// lets tests and simulations drive time.
+#[pyfunction]
+fn monotonic() -> f64 {
+    ns_to_secs(clock::now_ns())
+}
+
+// ---------------------------------------------------------------------------------------
+// TokenBucket
+
+/// A GCRA token bucket: ``rate`` tokens per ``per`` seconds, at most ``burst`` at once.
+///
+/// ``TokenBucket(rate, per=1.0, burst=None)``; ``burst`` defaults to ``rate``. Costs are
+/// weighted, so one bucket limits requests per minute (``cost=1``) or tokens per minute
+/// (``TokenBucket(100_000, per=60)`` then ``try_acquire(cost=1234)``). The whole state is one
+/// atomic word updated by compare-and-swap: safe to share between threads, never blocks.
+///
+/// Time: every ``now`` is monotonic seconds (``time.monotonic()`` / ``hedgerow.monotonic()``);
+/// ``None`` reads the clock. The emission interval ``per / rate`` is kept as a whole number
+/// of nanoseconds (so ``rate / per`` may be at most 1e9 per second); integer costs and
+/// bursts are exact. A cost larger than ``burst`` can never be granted: ``acquire`` and
+/// ``retry_after`` return ``math.inf`` for it.
+///
+/// Raises ``ValueError`` (naming the argument) for a rate, per or burst that is not a finite
+/// number > 0.
+#[pyclass(frozen, name = "TokenBucket", module = "hedgerow._core")]
+pub struct PyTokenBucket {
+    inner: TokenBucket,
+}
+
+#[pymethods]
+impl PyTokenBucket {
+    #[new]
+    #[pyo3(signature = (rate, per = 1.0, burst = None))]
+    fn new(rate: f64, per: f64, burst: Option<f64>) -> PyResult<Self> {
+        Ok(PyTokenBucket {
+            inner: TokenBucket::new(rate, per, burst)?,
+        })
+    }
+
+    /// Take ``cost`` tokens if available now; ``True`` if granted (nothing is taken
+    /// otherwise).
+    #[pyo3(signature = (cost = 1.0, now = None))]
+    fn try_acquire(&self, cost: f64, now: Option<f64>) -> PyResult<bool> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        Ok(matches!(
+            self.inner.acquire_ns(inc, resolve_now(now)?),
+            Decision::Grant(_)
+        ))
+    }
+
+    /// Take ``cost`` tokens if available and return 0.0, else take nothing and return the
+    /// seconds to wait before the same request would succeed (``math.inf`` if
+    /// ``cost > burst``). The router's hot-path call.
+    #[pyo3(signature = (cost = 1.0, now = None))]
+    fn acquire(&self, cost: f64, now: Option<f64>) -> PyResult<f64> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        Ok(wait_secs(self.inner.acquire_ns(inc, resolve_now(now)?)))
+    }
+
+    /// Seconds until ``cost`` tokens would be granted (0.0 if now, ``math.inf`` if
+    /// ``cost > burst``); takes nothing.
+    #[pyo3(signature = (cost = 1.0, now = None))]
+    fn retry_after(&self, cost: f64, now: Option<f64>) -> PyResult<f64> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        Ok(wait_secs(self.inner.peek_ns(inc, resolve_now(now)?)))
+    }
+
+    /// Tokens available now (a float between 0 and ``burst``), e.g. for rate-limit headers.
+    #[pyo3(signature = (now = None))]
+    fn remaining(&self, now: Option<f64>) -> PyResult<f64> {
+        Ok(self.inner.remaining(resolve_now(now)?))
+    }
+
+    /// Tokens per ``per`` seconds.
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.gcra().rate()
+    }
+
+    /// The period of ``rate``, in seconds.
+    #[getter]
+    fn per(&self) -> f64 {
+        self.inner.gcra().per()
+    }
+
+    /// Maximum tokens at once.
+    #[getter]
+    fn burst(&self) -> f64 {
+        self.inner.gcra().burst()
+    }
+
+    fn __repr__(&self) -> String {
+        let g = self.inner.gcra();
+        format!(
+            "TokenBucket(rate={:?}, per={:?}, burst={:?})",
+            g.rate(),
+            g.per(),
+            g.burst()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// KeyedTokenBucket
+
+/// One GCRA token bucket per key (``str``), in a fixed table of ``capacity`` slots.
+///
+/// ``KeyedTokenBucket(rate, per=1.0, burst=None, capacity=4096)``: every key gets its own
+/// ``rate`` / ``per`` / ``burst`` limit. Memory is bounded: a slot whose bucket has refilled
+/// completely is indistinguishable from a fresh one, so it is free for any key to take over
+/// (idle keys are evicted for free). A key may use one of the 16 slots following its home
+/// slot; when none of them is free the table **fails closed**: the request is refused and
+/// the wait returned is the time until the first of those slots frees up (``remaining`` is
+/// 0.0). Keys are compared by a 64-bit hash of ``hash(key)``.
+///
+/// Time: every ``now`` is monotonic seconds; ``None`` reads the clock.
+#[pyclass(frozen, name = "KeyedTokenBucket", module = "hedgerow._core")]
+pub struct PyKeyedTokenBucket {
+    inner: KeyedTokenBucket,
+}
+
+#[inline]
+fn key_hash(key: &Bound<'_, PyString>) -> PyResult<u64> {
+    // Python caches a str's hash; reinterpreting the isize bits is intended.
+    Ok(mix_key(key.hash()? as u64))
+}
+
+#[pymethods]
+impl PyKeyedTokenBucket {
+    #[new]
+    #[pyo3(signature = (rate, per = 1.0, burst = None, capacity = 4096))]
+    fn new(rate: f64, per: f64, burst: Option<f64>, capacity: i64) -> PyResult<Self> {
+        Ok(PyKeyedTokenBucket {
+            inner: KeyedTokenBucket::new(rate, per, burst, capacity)?,
+        })
+    }
+
+    /// Take ``cost`` tokens from ``key``'s bucket if available now; ``True`` if granted.
+    #[pyo3(signature = (key, cost = 1.0, now = None))]
+    fn try_acquire(
+        &self,
+        key: &Bound<'_, PyString>,
+        cost: f64,
+        now: Option<f64>,
+    ) -> PyResult<bool> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        let d = self
+            .inner
+            .acquire_ns(key_hash(key)?, inc, resolve_now(now)?);
+        Ok(matches!(d, Decision::Grant(_)))
+    }
+
+    /// Take ``cost`` tokens from ``key``'s bucket and return 0.0, or take nothing and return
+    /// the seconds to wait (``math.inf`` if ``cost > burst``).
+    #[pyo3(signature = (key, cost = 1.0, now = None))]
+    fn acquire(&self, key: &Bound<'_, PyString>, cost: f64, now: Option<f64>) -> PyResult<f64> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        Ok(wait_secs(self.inner.acquire_ns(
+            key_hash(key)?,
+            inc,
+            resolve_now(now)?,
+        )))
+    }
+
+    /// Seconds until ``key`` could take ``cost`` tokens (0.0 if now, ``math.inf`` if
+    /// ``cost > burst``); takes nothing.
+    #[pyo3(signature = (key, cost = 1.0, now = None))]
+    fn retry_after(&self, key: &Bound<'_, PyString>, cost: f64, now: Option<f64>) -> PyResult<f64> {
+        let inc = self.inner.gcra().cost_ns(cost)?;
+        Ok(wait_secs(self.inner.peek_ns(
+            key_hash(key)?,
+            inc,
+            resolve_now(now)?,
+        )))
+    }
+
+    /// Tokens ``key`` could take now (``burst`` for an unseen key, 0.0 if the table has no
+    /// room for it).
+    #[pyo3(signature = (key, now = None))]
+    fn remaining(&self, key: &Bound<'_, PyString>, now: Option<f64>) -> PyResult<f64> {
+        Ok(self.inner.remaining(key_hash(key)?, resolve_now(now)?))
+    }
+
+    /// Number of keys whose bucket is not full at ``now`` (the occupied slots).
+    #[pyo3(signature = (now = None))]
+    fn active_keys(&self, now: Option<f64>) -> PyResult<usize> {
+        Ok(self.inner.active_keys(resolve_now(now)?))
+    }
+
+    /// ``active_keys()`` at the current time.
+    fn __len__(&self) -> usize {
+        self.inner.active_keys(clock::now_ns())
+    }
+
+    /// Number of slots (the most keys that can be limited at once).
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// Tokens per ``per`` seconds, per key.
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.gcra().rate()
+    }
+
+    /// The period of ``rate``, in seconds.
+    #[getter]
+    fn per(&self) -> f64 {
+        self.inner.gcra().per()
+    }
+
+    /// Maximum tokens at once, per key.
+    #[getter]
+    fn burst(&self) -> f64 {
+        self.inner.gcra().burst()
+    }
+
+    fn __repr__(&self) -> String {
+        let g = self.inner.gcra();
+        format!(
+            "KeyedTokenBucket(rate={:?}, per={:?}, burst={:?}, capacity={})",
+            g.rate(),
+            g.per(),
+            g.burst(),
+            self.inner.capacity()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SlidingWindow
+
+/// Counts by outcome class and a latency histogram over the last ``window`` seconds.
+///
+/// ``SlidingWindow(window=60.0, slots=60)``: a ring of ``slots`` time slots, each holding
+/// counts of the six outcome classes (``"success"``, ``"5xx"``, ``"529"``, ``"429"``,
+/// ``"timeout"``, ``"other"``) and a latency histogram, all atomics. It is exact under
+/// concurrency: every counter carries its slot period and resets itself in the same
+/// compare-and-swap that increments it, so no record is lost at a slot boundary. The window
+/// is slot-granular: it covers between ``window - window/slots`` and ``window`` seconds.
+///
+/// Latency quantiles come from log-linear buckets (16 per power of two) from 1.024 µs to
+/// 73.3 min: a reported quantile is within 3.125 % (1/32) of the true sample's value
+/// (latencies below 1.024 µs read as 0.0, above 73.3 min as ~73 min). ``quantile(q)`` is the
+/// value of the sample of rank ``max(1, ceil(q * n))`` of the ``n`` in the window.
+///
+/// Time: every ``now`` is monotonic seconds; ``None`` reads the clock. ``slots`` is at most
+/// 3600; each slot takes about 4 KiB.
+#[pyclass(frozen, name = "SlidingWindow", module = "hedgerow._core")]
+pub struct PySlidingWindow {
+    inner: SlidingWindow,
+}
+
+fn counts_dict<'py>(py: Python<'py>, c: &[u64; Outcome::COUNT]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for o in Outcome::ALL {
+        d.set_item(o.name(), c[o.index()])?;
+    }
+    d.set_item("total", c.iter().sum::<u64>())?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PySlidingWindow {
+    #[new]
+    #[pyo3(signature = (window = 60.0, slots = 60))]
+    fn new(window: f64, slots: i64) -> PyResult<Self> {
+        Ok(PySlidingWindow {
+            inner: SlidingWindow::new(window, slots)?,
+        })
+    }
+
+    /// Record one outcome (one of the six class names) with its latency in seconds.
+    #[pyo3(signature = (outcome, latency = 0.0, now = None))]
+    fn record(&self, outcome: &str, latency: f64, now: Option<f64>) -> PyResult<()> {
+        let o = self::outcome(outcome)?;
+        let l = self::latency(latency)?;
+        self.inner.record(o, l, resolve_now(now)?);
+        Ok(())
+    }
+
+    /// Counts per outcome class in the window, plus ``"total"``.
+    #[pyo3(signature = (now = None))]
+    fn counts<'py>(&self, py: Python<'py>, now: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        counts_dict(py, &self.inner.counts(resolve_now(now)?))
+    }
+
+    /// Number of records in the window.
+    #[pyo3(signature = (now = None))]
+    fn total(&self, now: Option<f64>) -> PyResult<u64> {
+        Ok(self.inner.total(resolve_now(now)?))
+    }
+
+    /// Share of records that are not ``"success"`` (or, with ``outcome``, that are of that
+    /// class); 0.0 when the window is empty.
+    #[pyo3(signature = (now = None, outcome = None))]
+    fn error_rate(&self, now: Option<f64>, outcome: Option<&str>) -> PyResult<f64> {
+        let class = outcome.map(self::outcome).transpose()?;
+        Ok(self.inner.error_rate(resolve_now(now)?, class))
+    }
+
+    /// The ``q``-quantile of latency in seconds (``0 <= q <= 1``), ``None`` when empty.
+    #[pyo3(signature = (q, now = None))]
+    fn quantile(&self, q: f64, now: Option<f64>) -> PyResult<Option<f64>> {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(ArgError(format!(
+                "q must be between 0 and 1, got {}",
+                crate::error::fmt_f64(q)
+            ))
+            .into());
+        }
+        Ok(self
+            .inner
+            .quantiles_of(&[q], resolve_now(now)?)
+            .map(|v| v[0]))
+    }
+
+    /// ``(p50, p95, p99)`` of latency in seconds, ``None`` when empty (one pass).
+    #[pyo3(signature = (now = None))]
+    fn quantiles(&self, now: Option<f64>) -> PyResult<Option<(f64, f64, f64)>> {
+        Ok(self
+            .inner
+            .quantiles_of(&[0.5, 0.95, 0.99], resolve_now(now)?)
+            .map(|v| (v[0], v[1], v[2])))
+    }
+
+    /// Everything at once: ``counts`` (with ``"total"``), ``total``, ``error_rate``,
+    /// ``p50``/``p95``/``p99`` (``None`` when empty), ``window`` and ``slots``.
+    #[pyo3(signature = (now = None))]
+    fn snapshot<'py>(&self, py: Python<'py>, now: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let now = resolve_now(now)?;
+        let c = self.inner.counts(now);
+        let total: u64 = c.iter().sum();
+        let d = PyDict::new(py);
+        d.set_item("counts", counts_dict(py, &c)?)?;
+        d.set_item("total", total)?;
+        let rate = if total == 0 {
+            0.0
+        } else {
+            (total - c[0]) as f64 / total as f64
+        };
+        d.set_item("error_rate", rate)?;
+        let q = self.inner.quantiles_of(&[0.5, 0.95, 0.99], now);
+        for (i, name) in ["p50", "p95", "p99"].into_iter().enumerate() {
+            d.set_item(name, q.as_ref().map(|v| v[i]))?;
+        }
+        d.set_item("window", self.inner.window())?;
+        d.set_item("slots", self.inner.slots())?;
+        Ok(d)
+    }
+
+    /// The window length in seconds.
+    #[getter]
+    fn window(&self) -> f64 {
+        self.inner.window()
+    }
+
+    /// The number of slots.
+    #[getter]
+    fn slots(&self) -> usize {
+        self.inner.slots()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SlidingWindow(window={:?}, slots={})",
+            self.inner.window(),
+            self.inner.slots()
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CircuitBreaker
+
+/// A lock-free circuit breaker: closed -> open -> half-open -> closed.
+///
+/// * closed: every call allowed; trips open when, over the sliding ``window`` (``window_slots``
+///   slots), at least ``minimum_calls`` calls were recorded and a share of at least
+///   ``failure_rate_threshold`` failed, or after ``consecutive_failures`` failures in a row
+///   (0 disables).
+/// * open: nothing allowed for ``min(open_base * 2**(trips-1), open_max) * (1 + j)`` seconds,
+///   ``j`` in ``[-open_jitter, open_jitter)`` derived from a hash of ``(seed, trips)``
+///   (``open_duration(trips)`` tells the exact value; pass ``seed`` for reproducible
+///   runs, by default every breaker gets its own). Outcomes recorded while open are ignored.
+/// * half-open (lazy: an open breaker whose time is up reads as ``"half_open"``): at most
+///   ``half_open_probes`` permits out at once (``allow()`` returning ``True`` *is* a permit;
+///   ``record`` returns it). ``half_open_successes`` successes close it, with a fresh window;
+///   one failure re-opens it with ``trips + 1``. Permits not answered within
+///   ``probe_timeout`` seconds (default ``open_base``) are presumed lost and re-issued.
+/// * trips survive closing (a flapping upstream backs off longer each time) but restart at 1
+///   once the breaker has stayed closed for ``open_max`` seconds.
+/// * ``force_open`` / ``force_closed`` override everything until ``release`` (which returns
+///   to closed with a fresh window).
+///
+/// Outcomes: ``"success"`` (a failure if ``slow_call_threshold`` is set and the latency
+/// exceeds it), ``"5xx"``, ``"529"``, ``"429"``, ``"timeout"``, ``"other"``. The failure
+/// classes are ``failure_outcomes`` (default: all but ``"success"``); an outcome outside it
+/// is ignored (not a call; in half-open it returns its permit).
+///
+/// Transitions: ``record`` returns the new state when that call caused a transition, else
+/// ``None``; ``transitions`` counts every transition (including half-open being entered by
+/// ``allow`` and forced changes).
+///
+/// Time: every ``now`` is monotonic seconds; ``None`` reads the clock. The whole control
+/// state is one 128-bit atomic word changed by compare-and-swap.
+#[pyclass(frozen, name = "CircuitBreaker", module = "hedgerow._core")]
+pub struct PyCircuitBreaker {
+    inner: Breaker,
+}
+
+fn outcome_list(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Outcome>> {
+    if obj.is_instance_of::<PyString>() {
+        return Err(ArgError(
+            "failure_outcomes must be a collection of outcome names, not a str".to_owned(),
+        )
+        .into());
+    }
+    let mut out = Vec::new();
+    for item in obj.try_iter()? {
+        let s: String = item?.extract()?;
+        out.push(Outcome::parse_named("failure_outcomes", &s)?);
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl PyCircuitBreaker {
+    #[new]
+    #[pyo3(signature = (
+        *,
+        failure_rate_threshold = 0.5,
+        minimum_calls = 10,
+        window = 60.0,
+        window_slots = 12,
+        consecutive_failures = 5,
+        slow_call_threshold = None,
+        open_base = 5.0,
+        open_max = 300.0,
+        open_jitter = 0.1,
+        half_open_probes = 1,
+        half_open_successes = 1,
+        failure_outcomes = None,
+        probe_timeout = None,
+        seed = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        failure_rate_threshold: f64,
+        minimum_calls: i64,
+        window: f64,
+        window_slots: i64,
+        consecutive_failures: i64,
+        slow_call_threshold: Option<f64>,
+        open_base: f64,
+        open_max: f64,
+        open_jitter: f64,
+        half_open_probes: i64,
+        half_open_successes: i64,
+        failure_outcomes: Option<&Bound<'_, PyAny>>,
+        probe_timeout: Option<f64>,
+        seed: Option<i64>,
+    ) -> PyResult<Self> {
+        let cfg = BreakerConfig {
+            failure_rate_threshold,
+            minimum_calls,
+            window,
+            window_slots,
+            consecutive_failures,
+            slow_call_threshold,
+            open_base,
+            open_max,
+            open_jitter,
+            half_open_probes,
+            half_open_successes,
+            failure_outcomes: failure_outcomes.map(outcome_list).transpose()?,
+            probe_timeout,
+            // Any i64 is a fine seed; negative ones wrap.
+            seed: seed.map(|s| s as u64),
+        };
+        Ok(PyCircuitBreaker {
+            inner: Breaker::new(&cfg)?,
+        })
+    }
+
+    /// May a call go ahead now? In half-open, ``True`` is a probe permit: record the outcome.
+    #[pyo3(signature = (now = None))]
+    fn allow(&self, now: Option<f64>) -> PyResult<bool> {
+        Ok(self.inner.allow(resolve_now(now)?))
+    }
+
+    /// Record the outcome of a call (latency in seconds). Returns the new state name if this
+    /// call caused a transition, else ``None``.
+    #[pyo3(signature = (outcome, latency = 0.0, now = None))]
+    fn record(
+        &self,
+        outcome: &str,
+        latency: f64,
+        now: Option<f64>,
+    ) -> PyResult<Option<&'static str>> {
+        let o = self::outcome(outcome)?;
+        let l = self::latency(latency)?;
+        Ok(self.inner.record(o, l, resolve_now(now)?).map(State::name))
+    }
+
+    /// The state now: ``"closed"``, ``"open"`` or ``"half_open"``.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner.state_at(clock::now_ns()).name()
+    }
+
+    /// The state at ``now`` (an open breaker whose time is up reads as ``"half_open"``).
+    #[pyo3(signature = (now = None))]
+    fn state_at(&self, now: Option<f64>) -> PyResult<&'static str> {
+        Ok(self.inner.state_at(resolve_now(now)?).name())
+    }
+
+    /// Number of state transitions so far (poll it to notice transitions cheaply).
+    #[getter]
+    fn transitions(&self) -> u64 {
+        self.inner.transitions()
+    }
+
+    /// The open time in seconds, jitter included, of the ``trips``-th trip.
+    fn open_duration(&self, trips: i64) -> PyResult<f64> {
+        let t = crate::error::int_in("trips", trips, 1, i64::from(crate::breaker::MAX_TRIPS))?;
+        Ok(ns_to_secs(self.inner.open_ns(t as u16)))
+    }
+
+    /// A dict: ``state``, ``since`` (monotonic seconds the state began; for half-open, the
+    /// current probe round; 0.0 if it never changed), ``trips``, ``consecutive_failures``, ``failure_rate``, ``calls``
+    /// and ``failures`` (in the window), ``open_until`` (``None`` unless open and not
+    /// forced), ``forced`` (``None``, ``"open"`` or ``"closed"``), ``half_open_in_flight``,
+    /// ``half_open_successes``, ``transitions``.
+    #[pyo3(signature = (now = None))]
+    fn snapshot<'py>(&self, py: Python<'py>, now: Option<f64>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.snapshot(resolve_now(now)?);
+        let d = PyDict::new(py);
+        d.set_item("state", s.state.name())?;
+        d.set_item("since", ns_to_secs(s.since_ns))?;
+        d.set_item("trips", s.trips)?;
+        d.set_item("consecutive_failures", s.consecutive_failures)?;
+        d.set_item("failure_rate", s.failure_rate)?;
+        d.set_item("calls", s.calls)?;
+        d.set_item("failures", s.failures)?;
+        d.set_item("open_until", opt_secs(s.open_until_ns))?;
+        d.set_item("forced", s.forced.name())?;
+        d.set_item("half_open_in_flight", s.half_open_in_flight)?;
+        d.set_item("half_open_successes", s.half_open_successes)?;
+        d.set_item("transitions", s.transitions)?;
+        Ok(d)
+    }
+
+    /// Force the breaker open (``allow`` is ``False``) until ``release``.
+    #[pyo3(signature = (now = None))]
+    fn force_open(&self, now: Option<f64>) -> PyResult<()> {
+        self.inner.force_open(resolve_now(now)?);
+        Ok(())
+    }
+
+    /// Force the breaker closed (``allow`` is ``True``; outcomes still counted) until
+    /// ``release``.
+    #[pyo3(signature = (now = None))]
+    fn force_closed(&self, now: Option<f64>) -> PyResult<()> {
+        self.inner.force_closed(resolve_now(now)?);
+        Ok(())
+    }
+
+    /// Clear a forced state: back to closed with a fresh window (no-op when not forced).
+    #[pyo3(signature = (now = None))]
+    fn release(&self, now: Option<f64>) -> PyResult<()> {
+        self.inner.release(resolve_now(now)?);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<CircuitBreaker {}>",
+            self.inner.state_at(clock::now_ns()).name()
+        )
+    }
+}
+
+/// hedgerow's native resilience core: ``CircuitBreaker``, ``TokenBucket``,
+/// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic``. Import them from ``hedgerow``.
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Anchor the clock to time.monotonic_ns(), read between two Instant readings.
+    let monotonic_ns = m.py().import("time")?.getattr("monotonic_ns")?;
+    let before = Instant::now();
+    let base: u64 = monotonic_ns.call0()?.extract()?;
+    let after = Instant::now();
+    clock::anchor(before, base, after);
+
+    m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_class::<PyCircuitBreaker>()?;
+    m.add_class::<PyTokenBucket>()?;
+    m.add_class::<PyKeyedTokenBucket>()?;
+    m.add_class::<PySlidingWindow>()?;
+    Ok(())
+}
