@@ -50,21 +50,37 @@ routes:
 
 def oha_binary() -> str:
     """oha, installed from crates.io into benches/.tools when missing."""
-    found = shutil.which("oha") or (str(TOOLS / "bin" / "oha") if (TOOLS / "bin" / "oha").exists() else None)
+    found = shutil.which("oha") or (
+        str(TOOLS / "bin" / "oha") if (TOOLS / "bin" / "oha").exists() else None
+    )
     if found:
         return found
-    subprocess.run(
-        ["cargo", "install", "--locked", "--root", str(TOOLS), "oha"], check=True
-    )
+    subprocess.run(["cargo", "install", "--locked", "--root", str(TOOLS), "oha"], check=True)
     return str(TOOLS / "bin" / "oha")
 
 
 def run_oha(url: str, body: dict[str, Any], seconds: float, rate: float | None) -> dict[str, Any]:
     """One oha run pinned to core 1; its JSON summary."""
     args = [
-        "taskset", "-c", "1", oha_binary(), "--no-tui", "--output-format", "json",
-        "-z", f"{seconds}s", "-c", "16", "-m", "POST", "-T", "application/json",
-        "-H", "authorization: Bearer bench", "-d", json.dumps(body),
+        "taskset",
+        "-c",
+        "1",
+        oha_binary(),
+        "--no-tui",
+        "--output-format",
+        "json",
+        "-z",
+        f"{seconds}s",
+        "-c",
+        "16",
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-H",
+        "authorization: Bearer bench",
+        "-d",
+        json.dumps(body),
     ]
     if rate is not None:
         args += ["-q", str(rate), "--latency-correction"]
@@ -84,7 +100,9 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-async def stream_ttfb(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:
+async def stream_ttfb(
+    url: str, body: dict[str, Any], rate: float, seconds: float
+) -> dict[str, float]:
     """Time to the first body byte of SSE responses, sent at a fixed rate (open loop)."""
     samples: list[float] = []
     errors = 0
@@ -125,14 +143,22 @@ async def stream_ttfb(url: str, body: dict[str, Any], rate: float, seconds: floa
 
 def pinned_ttfb(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:
     """``stream_ttfb`` in a child process pinned to core 1 (beside the simulator)."""
-    code = (
-        "import asyncio, json, sys; sys.path.insert(0, %r); "
-        "from benches.load_gateway import stream_ttfb; "
-        "print(json.dumps(asyncio.run(stream_ttfb(%r, json.loads(%r), %r, %r))))"
-        % (str(ROOT), url, json.dumps(body), rate, seconds)
-    )
     out = subprocess.run(
-        ["taskset", "-c", "1", sys.executable, "-c", code], check=True, capture_output=True, text=True
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            __file__,
+            "--ttfb",
+            url,
+            json.dumps(body),
+            str(rate),
+            str(seconds),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -141,7 +167,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--ttfb", nargs=4, help=argparse.SUPPRESS)  # the pinned TTFB child
     args = parser.parse_args()
+    if args.ttfb:
+        url, body, rate, seconds = args.ttfb
+        result = asyncio.run(stream_ttfb(url, json.loads(body), float(rate), float(seconds)))
+        print(json.dumps(result))
+        return 0
     oha_binary()
     tmp = Path(tempfile.mkdtemp(prefix="hedgerow-bench-"))
     mock_port, gw_port = free_port(), free_port()
@@ -150,12 +182,16 @@ def main() -> int:
     mock_cmd = ["mock", "--port", str(mock_port)]
     serve_cmd = ["serve", "--config", str(tmp / "hedgerow.yaml"), "--port", str(gw_port)]
     results: dict[str, Any] = {"machine": machine()}
-    with hedgerow_process(mock_cmd, mock_port, tmp / "mock.log", env=pin, cpus="1"), hedgerow_process(
-        serve_cmd, gw_port, tmp / "serve.log", env=pin, cpus="0"
+    with (
+        hedgerow_process(mock_cmd, mock_port, tmp / "mock.log", env=pin, cpus="1"),
+        hedgerow_process(serve_cmd, gw_port, tmp / "serve.log", env=pin, cpus="0"),
     ):
         targets = {
             "direct": (f"http://127.0.0.1:{mock_port}/v1/chat/completions", "gpt-5.5"),
-            "gateway passthrough": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "passthrough"),
+            "gateway passthrough": (
+                f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                "passthrough",
+            ),
             "gateway translated": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "translated"),
         }
         for stream in (False, True):

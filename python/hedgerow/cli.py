@@ -43,9 +43,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             label = "primary" if i == 0 else f"tier {i}"
             print(f"    {label}: {', '.join(t.target for t in tier)}")
     spofs = single_points_of_failure(config)
-    for route, provider in spofs.items():
+    for route_name, provider_name in spofs.items():
         print(
-            f"warning: route {route!r}: every tier depends on provider {provider!r}"
+            f"warning: route {route_name!r}: every tier depends on provider {provider_name!r}"
             " (a single point of failure)",
             file=sys.stderr,
         )

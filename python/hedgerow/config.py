@@ -7,6 +7,7 @@ held as ``Secret`` values that never print.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import tomllib
@@ -90,9 +91,7 @@ class Timeouts(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         return Timeouts(
             connect=override.connect if override.connect is not None else self.connect,
             first_content=(
-                override.first_content
-                if override.first_content is not None
-                else self.first_content
+                override.first_content if override.first_content is not None else self.first_content
             ),
             idle=override.idle if override.idle is not None else self.idle,
             total=override.total if override.total is not None else self.total,
@@ -100,6 +99,26 @@ class Timeouts(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 DEFAULT_TIMEOUTS = Timeouts(connect=5.0, first_content=60.0, idle=60.0, total=600.0)
+
+
+class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """When a deployment is taken out of selection, and how it comes back.
+
+    Opens when at least ``failure_rate`` of the calls over ``window`` seconds failed (once
+    ``minimum_calls`` were made) or after ``consecutive_failures`` in a row; stays open
+    ``open_base`` seconds, doubling on each repeated trip up to ``open_max``; then real
+    traffic probes it (``half_open_probes`` at once) and one success brings it back.
+    ``slow_call`` (seconds) counts slower successes as failures.
+    """
+
+    failure_rate: float = 0.5
+    minimum_calls: int = 10
+    window: float = 60.0
+    consecutive_failures: int = 5
+    slow_call: float | None = None
+    open_base: float = 5.0
+    open_max: float = 300.0
+    half_open_probes: int = 1
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -115,6 +134,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     # models want `max_completion_tokens`.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     max_connections: int = 256
+    breaker: BreakerConfig | None = None
 
     @property
     def resolved_base_url(self) -> str:
@@ -131,6 +151,11 @@ class Target(msgspec.Struct, forbid_unknown_fields=True):
     target: str
     weight: float = 1.0
     timeouts: Timeouts | None = None
+    # The deployment's own limits (requests and tokens per minute), kept by native buckets.
+    rpm: float | None = None
+    tpm: float | None = None
+    # Input tokens the model accepts; longer requests (estimated) skip it.
+    context_window: int | None = None
 
     @property
     def provider(self) -> str:
@@ -143,18 +168,95 @@ class Target(msgspec.Struct, forbid_unknown_fields=True):
         return self.target.split("/", 1)[1]
 
 
+ErrorTreatment = Literal["failover", "retry", "return"]
+Balance = Literal["weighted", "least_in_flight", "latency"]
+
+
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Retries: more passes over the plan once every candidate failed, and same-deployment
+    retries for error classes treated as ``retry``.
+
+    Backoff is exponential with full jitter (``uniform(0, min(max, base * 2**n))``) and never
+    shorter than a Retry-After the provider sent. The budget keeps retries under ``budget``
+    of the requests over ``budget_window`` seconds (with a floor of ``budget_floor``), so an
+    outage never multiplies the load.
+    """
+
+    max_retries: int = 1
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    budget: float = 0.2
+    budget_floor: int = 3
+    budget_window: float = 60.0
+
+
+class HedgeConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Hedging: when no content has arrived ``after`` seconds (or ``"auto"``: the deployment's
+    observed p95 time to first content), the next candidate is asked too; the first to
+    produce content wins and the other is cancelled. ``budget`` bounds the extra upstream
+    requests as a share of requests over ``budget_window`` seconds."""
+
+    after: float | Literal["auto"] = "auto"
+    budget: float = 0.05
+    budget_floor: int = 1
+    budget_window: float = 60.0
+    # With "auto": the floor and ceiling of the delay, and the value before any sample.
+    min_after: float = 0.05
+    max_after: float = 10.0
+    initial_after: float = 2.0
+
+
+class MinimalConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The last resort when every tier failed; needs no model.
+
+    ``cache``: the last good answer to the same request (``ttl`` seconds);
+    ``template``: ``text``; ``rule``: a Python function ``module:function`` (or dotted)
+    taking the ``hedgerow.ir.ChatRequest`` and returning text; ``queue``: accept as a
+    background job (202 with its id); ``skip``: a clear error saying the feature is skipped.
+    """
+
+    kind: Literal["cache", "template", "rule", "queue", "skip"]
+    text: str | None = None
+    function: str | None = None
+    ttl: float = 3600.0
+
+
 class RouteConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The model name a client asks for, mapped to ordered tiers of deployments."""
 
     tiers: list[list[str | Target]]
     timeouts: Timeouts | None = None
     description: str | None = None
+    balance: Balance = "weighted"
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    hedge: HedgeConfig | None = None
+    # Treatment of each failure class (``hedgerow.ir.ErrorKind`` values) that differs from
+    # the default: failover for everything but ``bad_request`` (returned as is).
+    errors: dict[str, ErrorTreatment] = msgspec.field(default_factory=dict)
+    # Larger-context targets for requests too long for the tiers' models.
+    context_fallback: list[str | Target] = msgspec.field(default_factory=list)
+    minimal: list[MinimalConfig] = msgspec.field(default_factory=list)
+    # One deadline over all attempts of a request, hedges and retries included.
+    deadline: float | None = None
+    # When every deployment of a tier is at its rate limit: go to the next tier, or wait
+    # up to ``limit_wait`` seconds for a token.
+    on_limit: Literal["failover", "wait"] = "failover"
+    limit_wait: float = 1.0
+    # Cache good answers (for a ``cache`` minimal answer) this many seconds; 0: only when a
+    # ``cache`` minimal is configured, with its ttl.
+    cache_entries: int = 10_000
 
     def tier_targets(self) -> list[list[Target]]:
         """Tiers with every bare ``provider/model`` string turned into a ``Target``."""
-        return [
-            [t if isinstance(t, Target) else Target(target=t) for t in tier] for tier in self.tiers
-        ]
+        return [[_target(t) for t in tier] for tier in self.tiers]
+
+    def context_targets(self) -> list[Target]:
+        """``context_fallback`` as ``Target``s."""
+        return [_target(t) for t in self.context_fallback]
+
+
+def _target(value: str | Target) -> Target:
+    return value if isinstance(value, Target) else Target(target=value)
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,6 +294,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     routes: dict[str, RouteConfig]
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     # Merged over DEFAULT_TIMEOUTS field by field; routes, providers and targets override.
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
@@ -227,7 +330,10 @@ def _expand_env(
 
         return _ENV_REF.sub(sub, node)
     if isinstance(node, dict):
-        return {k: _expand_env(v, env, f"{path}.{k}" if path else str(k), missing) for k, v in node.items()}
+        return {
+            k: _expand_env(v, env, f"{path}.{k}" if path else str(k), missing)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_expand_env(v, env, f"{path}[{i}]", missing) for i, v in enumerate(node)]
     return node
@@ -313,7 +419,7 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         for name, value in (raw.get("providers") or {}).items()
     }
     routes = {
-        str(name): convert(value, RouteConfig, f"routes.{name}")
+        str(name): convert(_normalise_route(value), RouteConfig, f"routes.{name}")
         for name, value in (raw.get("routes") or {}).items()
     }
     config = Config(providers=providers, routes=routes)
@@ -323,7 +429,23 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         config.timeouts = convert(raw["timeouts"], Timeouts, "timeouts")
     if "jobs" in raw:
         config.jobs = convert(raw["jobs"], JobsConfig, "jobs")
+    if "breaker" in raw:
+        config.breaker = convert(raw["breaker"], BreakerConfig, "breaker")
     return config
+
+
+def _normalise_route(value: Any) -> Any:
+    """A single ``minimal`` answer may be written without a list around it."""
+    if isinstance(value, dict) and isinstance(value.get("minimal"), dict | str):
+        minimal = value["minimal"]
+        value = {**value, "minimal": [minimal]}
+    if isinstance(value, dict) and isinstance(value.get("minimal"), list):
+        # `minimal: [cache, skip]`: a bare kind needs no mapping.
+        value = {
+            **value,
+            "minimal": [{"kind": m} if isinstance(m, str) else m for m in value["minimal"]],
+        }
+    return value
 
 
 def _check_references(config: Config, source: str) -> None:
@@ -335,24 +457,59 @@ def _check_references(config: Config, source: str) -> None:
             provider.resolved_base_url  # noqa: B018 - validates
         except ConfigError as exc:
             raise ConfigError(f"{source}: providers.{name}: {exc}") from None
+    kinds = {kind.value for kind in _error_kinds()}
     for route_name, route in config.routes.items():
+        prefix = f"{source}: routes.{route_name}"
         if not route.tiers or not any(route.tiers):
-            raise ConfigError(f"{source}: routes.{route_name}.tiers: at least one target is needed")
-        for i, tier in enumerate(route.tier_targets()):
-            for j, target in enumerate(tier):
-                where = f"routes.{route_name}.tiers[{i}][{j}]"
-                if "/" not in target.target:
-                    raise ConfigError(
-                        f"{source}: {where}: {target.target!r} is not of the form provider/model"
-                    )
-                if target.provider not in config.providers:
-                    known = ", ".join(sorted(config.providers)) or "none"
-                    raise ConfigError(
-                        f"{source}: {where}: unknown provider {target.provider!r} "
-                        f"(configured: {known})"
-                    )
-                if target.weight <= 0:
-                    raise ConfigError(f"{source}: {where}.weight: must be > 0")
+            raise ConfigError(f"{prefix}.tiers: at least one target is needed")
+        placed = [
+            (f"tiers[{i}][{j}]", target)
+            for i, tier in enumerate(route.tier_targets())
+            for j, target in enumerate(tier)
+        ] + [(f"context_fallback[{j}]", t) for j, t in enumerate(route.context_targets())]
+        for where, target in placed:
+            if "/" not in target.target:
+                raise ConfigError(
+                    f"{prefix}.{where}: {target.target!r} is not of the form provider/model"
+                )
+            if target.provider not in config.providers:
+                known = ", ".join(sorted(config.providers)) or "none"
+                raise ConfigError(
+                    f"{prefix}.{where}: unknown provider {target.provider!r} (configured: {known})"
+                )
+            if target.weight <= 0:
+                raise ConfigError(f"{prefix}.{where}.weight: must be > 0")
+            for limit in ("rpm", "tpm", "context_window"):
+                value = getattr(target, limit)
+                if value is not None and value <= 0:
+                    raise ConfigError(f"{prefix}.{where}.{limit}: must be > 0")
+        for kind in route.errors:
+            if kind not in kinds:
+                raise ConfigError(
+                    f"{prefix}.errors.{kind}: unknown failure class (known: {', '.join(sorted(kinds))})"
+                )
+        for j, minimal in enumerate(route.minimal):
+            if minimal.kind == "template" and minimal.text is None:
+                raise ConfigError(f"{prefix}.minimal[{j}].text: a template needs its text")
+            if minimal.kind == "rule" and not minimal.function:
+                raise ConfigError(
+                    f"{prefix}.minimal[{j}].function: a rule needs a function (module:function)"
+                )
+        if (
+            route.hedge is not None
+            and not isinstance(route.hedge.after, str)
+            and route.hedge.after <= 0
+        ):
+            raise ConfigError(f'{prefix}.hedge.after: must be > 0 or "auto"')
+        if not 0 <= route.retry.budget <= 1:
+            raise ConfigError(f"{prefix}.retry.budget: must be between 0 and 1")
+
+
+def _error_kinds() -> type[enum.StrEnum]:
+    # The vocabulary lives in the IR; imported lazily so config stays importable on its own.
+    from hedgerow.ir import ErrorKind
+
+    return ErrorKind
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -34,7 +34,9 @@ async def _exchange_for(gateway: Gateway, method: str, path: str, data: bytes) -
     fmt = anthropic_format if path.endswith("/messages") else openai_format
     return error_exchange(
         fmt,
-        bad_request(f"hedgerow's in-process transport serves chat requests, not {method} {path}", status=404),
+        bad_request(
+            f"hedgerow's in-process transport serves chat requests, not {method} {path}", status=404
+        ),
         should_retry=False,
     )
 
@@ -43,7 +45,7 @@ def gateway_transport(gateway: Gateway, flavour: Flavour = "httpx2") -> Any:
     """An ``AsyncBaseTransport`` of ``flavour`` (``httpx2`` or ``httpx``) bound to ``gateway``."""
     httpx: Any = importlib.import_module(flavour)
 
-    class _Body(httpx.AsyncByteStream):  # type: ignore[misc, name-defined]
+    class _Body(httpx.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, exchange: Exchange) -> None:
             self._exchange = exchange
 
@@ -56,7 +58,7 @@ def gateway_transport(gateway: Gateway, flavour: Flavour = "httpx2") -> Any:
             # The SDK closed the response early (or finished): stop the upstream call.
             self._exchange.close()
 
-    class GatewayTransport(httpx.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+    class GatewayTransport(httpx.AsyncBaseTransport):  # type: ignore[misc]
         """Hands each request to the gateway; responses stream back as they are produced."""
 
         async def handle_async_request(self, request: Any) -> Any:
@@ -66,9 +68,7 @@ def gateway_transport(gateway: Gateway, flavour: Flavour = "httpx2") -> Any:
                 return httpx.Response(
                     exchange.status, headers=exchange.headers, content=exchange.body
                 )
-            return httpx.Response(
-                exchange.status, headers=exchange.headers, stream=_Body(exchange)
-            )
+            return httpx.Response(exchange.status, headers=exchange.headers, stream=_Body(exchange))
 
         async def aclose(self) -> None:
             await gateway.aclose()

@@ -16,7 +16,7 @@ from tests.servers import make_config
 
 ROUTES = {
     "support-chat": {"tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]]},
-    "solo": {"tiers": [["gem/gemini-3-5-flash"]]},
+    "solo": {"tiers": [["gem/gemini-3-5-flash"]], "retry": {"max_retries": 0}},
 }
 USER: list[Any] = [{"role": "user", "content": "Where do hedgehogs sleep?"}]
 

@@ -91,13 +91,17 @@ CASES: list[tuple[str, str, bytes, int, str]] = [
     (
         "anthropic-too-many-messages",
         "/v1/messages",
-        orjson.dumps(
-            {**OK_ANTHROPIC, "messages": [{"role": "user", "content": "x"}] * 51}
-        ),
+        orjson.dumps({**OK_ANTHROPIC, "messages": [{"role": "user", "content": "x"}] * 51}),
         413,
         "at most 50 messages",
     ),
-    ("openai-unknown-endpoint", "/v1/completions", orjson.dumps(OK_OPENAI), 404, "No such endpoint"),
+    (
+        "openai-unknown-endpoint",
+        "/v1/completions",
+        orjson.dumps(OK_OPENAI),
+        404,
+        "No such endpoint",
+    ),
 ]
 
 
@@ -110,9 +114,10 @@ async def test_bad_input_gets_a_clear_error(
     headers = {"content-type": "application/json"}
     if path.startswith("/v1/messages"):
         headers["anthropic-version"] = "2023-06-01"
-    async with aiohttp.ClientSession() as session, session.post(
-        gw.url + path, data=body, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.url + path, data=body, headers=headers) as response,
+    ):
         assert response.status == status
         assert response.content_type == "application/json"
         payload = await response.json()
@@ -122,18 +127,22 @@ async def test_bad_input_gets_a_clear_error(
 
 
 async def test_wrong_method_answers_in_format(gw: RunningGateway) -> None:
-    async with aiohttp.ClientSession() as session, session.get(
-        gw.url + "/v1/chat/completions"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.url + "/v1/chat/completions") as response,
+    ):
         assert response.status == 405
         assert "not allowed" in _openai_error(await response.json())["message"]
 
 
 async def test_openai_param_names_the_field(gw: RunningGateway) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-        gw.url + "/v1/chat/completions",
-        data=orjson.dumps({**OK_OPENAI, "model": "nope"}),
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            gw.url + "/v1/chat/completions",
+            data=orjson.dumps({**OK_OPENAI, "model": "nope"}),
+        ) as response,
+    ):
         error = _openai_error(await response.json())
     assert error["param"] == "model"
 

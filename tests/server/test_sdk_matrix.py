@@ -42,7 +42,11 @@ WEATHER_SCHEMA = {
 OPENAI_TOOLS: list[Any] = [
     {
         "type": "function",
-        "function": {"name": "get_weather", "description": "Weather now", "parameters": WEATHER_SCHEMA},
+        "function": {
+            "name": "get_weather",
+            "description": "Weather now",
+            "parameters": WEATHER_SCHEMA,
+        },
     }
 ]
 ANTHROPIC_TOOLS: list[Any] = [
@@ -209,4 +213,3 @@ async def test_anthropic_client_tools(gw: RunningGateway, route: str) -> None:
     assert answer.stop_reason in ("end_turn", "max_tokens")
     assert answer.content[0].type == "text"
     await client.close()
-

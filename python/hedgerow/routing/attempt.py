@@ -51,7 +51,11 @@ async def complete_once(
     try:
         async with asyncio.timeout(limit):
             upstream = await open_call(
-                pool, adapter, adapter.url(deployment.model, False), _body(deployment, request, raw, False), timeouts
+                pool,
+                adapter,
+                adapter.url(deployment.model, False),
+                _body(deployment, request, raw, False),
+                timeouts,
             )
             data = await upstream.read()
     except TimeoutError:
@@ -62,7 +66,12 @@ async def complete_once(
         body = orjson.loads(data)
         if not isinstance(body, dict):
             raise FormatError("response is not a JSON object")
-        if "error" in body and "choices" not in body and "content" not in body and "candidates" not in body:
+        if (
+            "error" in body
+            and "choices" not in body
+            and "content" not in body
+            and "candidates" not in body
+        ):
             provider_type, message = adapter.fmt.parse_error(200, data)
             raise UpstreamError(
                 ir.ErrorInfo(ir.ErrorKind.STREAM_ERROR, message, 200, provider_type)
@@ -70,7 +79,9 @@ async def complete_once(
         response: ir.ChatResponse = adapter.fmt.parse_response(body)
     except (orjson.JSONDecodeError, FormatError) as exc:
         raise UpstreamError(
-            ir.ErrorInfo(ir.ErrorKind.MALFORMED, f"{deployment.key}: malformed response: {exc}", 200)
+            ir.ErrorInfo(
+                ir.ErrorKind.MALFORMED, f"{deployment.key}: malformed response: {exc}", 200
+            )
         ) from None
     return response, data
 
@@ -87,7 +98,7 @@ class StreamAttempt:
     terminal event yields a final ``StreamError`` instead of a clean-looking end.
     """
 
-    __slots__ = ("_decoder", "_deadline", "deployment", "response")
+    __slots__ = ("_deadline", "_decoder", "deployment", "response")
 
     def __init__(
         self, deployment: Deployment, response: UpstreamResponse, deadline: float | None
@@ -112,14 +123,17 @@ class StreamAttempt:
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                yield None, [
-                    ir.StreamError(
-                        ir.ErrorInfo(
-                            ir.ErrorKind.TIMEOUT,
-                            f"{self.deployment.key}: stream exceeded its total time limit",
+                yield (
+                    None,
+                    [
+                        ir.StreamError(
+                            ir.ErrorInfo(
+                                ir.ErrorKind.TIMEOUT,
+                                f"{self.deployment.key}: stream exceeded its total time limit",
+                            )
                         )
-                    )
-                ]
+                    ],
+                )
                 return
             except UpstreamError as exc:
                 yield None, [ir.StreamError(exc.info)]

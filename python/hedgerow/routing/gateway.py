@@ -1,38 +1,54 @@
 """``Gateway``: the router the library and the server share.
 
-A request names a route; the route's tiers are tried in order. Nothing is committed to the
-client until the first content arrives, so every failure before it (an error status, a
-timeout, an in-stream error on a 200) moves on to the next candidate invisibly.
+A request names a route. The route's tiers are walked in order, each tier's deployments
+ordered by the route's balancing policy and filtered by their health (breaker, a 429's
+pause, rate limits, context window). Nothing is committed to the client before the first
+content, so every failure before it (an error status, a timeout, an in-stream error on a
+200) moves on to the next candidate invisibly. A late first content starts a hedge; the
+first to produce content wins and the loser's connection is closed. When every candidate
+failed, budgeted retries walk the plan again; when those are spent, the route's minimal
+answer (cache, template, rule, queue, skip) answers instead of an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
 import msgspec
 
-from hedgerow import ir
-from hedgerow.config import DEFAULT_TIMEOUTS, Config, load_config
+from hedgerow import ir, monotonic
+from hedgerow.config import DEFAULT_TIMEOUTS, Config, HedgeConfig, load_config
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.providers import Adapter, ClientPool, UpstreamError
 from hedgerow.routing.attempt import Chunk, StreamAttempt, complete_once, open_stream
+from hedgerow.routing.degrade import JobSink, Minimal, ResponseCache, request_key, response_events
 from hedgerow.routing.deployment import Candidate, Deployment, RoutePlan
+from hedgerow.routing.events import Event, EventBus
+from hedgerow.routing.health import Health, outcome_of
+from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["ChatResult", "Gateway", "GatewayError", "Served", "StreamReply"]
 
+log = logging.getLogger("hedgerow.routing")
+
 ClientFormat = Literal["openai", "anthropic"]
 _CLIENT_FORMATS = {"openai": openai_format, "anthropic": anthropic_format}
-
-# Failures that are the request's own fault: trying elsewhere would fail the same way.
-_NOT_RETRYABLE = frozenset({ir.ErrorKind.BAD_REQUEST})
+Clock = Callable[[], float]
 
 
 class Served(msgspec.Struct, frozen=True):
-    """What answered a request: route, tier (0 = primary), deployment, attempts made."""
+    """What answered a request: route, tier (0 = primary), deployment, attempts made.
+
+    ``minimal`` names the minimal answer (``cache``, ``template``, ``rule``) when no model
+    answered; ``hedged`` says a hedge was started for this request.
+    """
 
     route: str
     tier: int
@@ -40,12 +56,14 @@ class Served(msgspec.Struct, frozen=True):
     model: str
     attempts: int
     passthrough: bool = False
+    minimal: str | None = None
+    hedged: bool = False
 
     def headers(self) -> dict[str, str]:
         """The ``x-hedgerow-*`` response headers that tell the client what served it."""
         return {
             "x-hedgerow-route": self.route,
-            "x-hedgerow-tier": str(self.tier),
+            "x-hedgerow-tier": "minimal" if self.minimal else str(self.tier),
             "x-hedgerow-deployment": self.deployment,
             "x-hedgerow-attempts": str(self.attempts),
         }
@@ -67,7 +85,7 @@ class GatewayError(Exception):
     @property
     def should_retry(self) -> bool:
         """Whether a client retry could help: not after hedgerow's own failover, nor a 4xx."""
-        return self.attempts <= 1 and self.info.kind not in _NOT_RETRYABLE
+        return self.attempts <= 1 and self.info.kind is not ir.ErrorKind.BAD_REQUEST
 
 
 class ChatResult:
@@ -96,75 +114,158 @@ class ChatResult:
 
 
 class StreamReply:
-    """A committed stream: the held-back chunks up to the first content, then the rest."""
+    """A committed stream: the held-back chunks up to the first content, then the rest.
 
-    __slots__ = ("_attempt", "_held", "_rest", "served")
+    ``on_error`` hears a failure after the commit point (for health accounting);
+    ``on_close`` runs once when the stream ends however it ends.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_closed",
+        "_held",
+        "_on_close",
+        "_on_error",
+        "_rest",
+        "_sink",
+        "served",
+    )
 
     def __init__(
         self,
         served: Served,
-        attempt: StreamAttempt,
+        attempt: StreamAttempt | None,
         held: list[Chunk],
-        rest: AsyncIterator[Chunk],
+        rest: AsyncIterator[Chunk] | None = None,
+        *,
+        on_error: Callable[[ir.ErrorInfo], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+        sink: Callable[[ir.ChatResponse], None] | None = None,
     ) -> None:
         self.served = served
         self._attempt = attempt
         self._held = held
         self._rest = rest
+        self._on_error = on_error
+        self._on_close = on_close
+        self._sink = sink
+        self._closed = False
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Every chunk of the stream; closing early drops the upstream connection."""
+        accumulator = ir.StreamAccumulator() if self._sink is not None else None
         try:
             for chunk in self._held:
+                if accumulator is not None:
+                    for event in chunk[1]:
+                        accumulator.feed(event)
                 yield chunk
             self._held = []
-            async for chunk in self._rest:
-                yield chunk
+            if self._rest is not None:
+                async for chunk in self._rest:
+                    events = chunk[1]
+                    if accumulator is not None:
+                        for event in events:
+                            accumulator.feed(event)
+                    failed = events and isinstance(events[-1], ir.StreamError)
+                    if failed and self._on_error is not None:
+                        self._on_error(events[-1].error)  # type: ignore[union-attr]
+                    yield chunk
+            if accumulator is not None and accumulator.finished and accumulator.error is None:
+                assert self._sink is not None
+                self._sink(accumulator.result())
         finally:
             self.close()
 
     def close(self) -> None:
         """Stop the upstream call (the client went away, or the caller is done)."""
-        self._attempt.close()
+        if self._closed:
+            return
+        self._closed = True
+        if self._attempt is not None:
+            self._attempt.close()
+        if self._on_close is not None:
+            self._on_close()
+
+
+class _Request:
+    """The state of one request across its attempts."""
+
+    __slots__ = ("attempts", "deadline", "hedged", "last", "need_context", "tokens")
+
+    def __init__(self, deadline: float | None, tokens: int) -> None:
+        self.deadline = deadline
+        self.tokens = tokens
+        self.attempts = 0
+        self.hedged = False
+        self.last: ir.ErrorInfo | None = None
+        self.need_context = False
 
 
 class Gateway:
     """The router over a config: ``await chat(...)``, ``async for ... in stream(...)``.
 
-    Use as an async context manager (or call ``aclose``) so pooled connections close.
+    ``clock`` (monotonic seconds) drives every health decision: breakers, windows, budgets
+    and rate limits; tests and simulations pass their own. Use as an async context manager
+    (or call ``aclose``) so pooled connections close.
     """
 
-    def __init__(self, config: Config, *, pool: ClientPool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pool: ClientPool | None = None,
+        clock: Clock | None = None,
+        job_sink: JobSink | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool or ClientPool()
+        self.clock: Clock = clock or monotonic
+        self.events = EventBus()
         self.adapters = {name: Adapter(name, p) for name, p in config.providers.items()}
         self.deployments: dict[str, Deployment] = {}
         self.routes: dict[str, RoutePlan] = {}
+        self._caches: list[ResponseCache] = []
+        base = DEFAULT_TIMEOUTS.merged(config.timeouts)
         for route_name, route in config.routes.items():
-            # Precedence: built-in < global < provider < route < target.
-            base = DEFAULT_TIMEOUTS.merged(config.timeouts)
-            tiers: list[list[Candidate]] = []
-            for tier_index, tier in enumerate(route.tier_targets()):
-                candidates = []
-                for target in tier:
-                    adapter = self.adapters[target.provider]
-                    timeouts = (
-                        base.merged(adapter.config.timeouts)
-                        .merged(route.timeouts)
-                        .merged(target.timeouts)
-                    )
-                    deployment = self.deployments.get(target.target)
-                    if deployment is None:
-                        deployment = Deployment(adapter, target.model)
-                        self.deployments[target.target] = deployment
-                    candidates.append(Candidate(deployment, tier_index, target.weight, timeouts))
-                tiers.append(candidates)
-            self.routes[route_name] = RoutePlan(route_name, tiers)
+
+            def candidate(target: Any, tier: int, route: Any = route) -> Candidate:
+                adapter = self.adapters[target.provider]
+                # Precedence: built-in < global < provider < route < target.
+                timeouts = (
+                    base.merged(adapter.config.timeouts)
+                    .merged(route.timeouts)
+                    .merged(target.timeouts)
+                )
+                deployment = self.deployments.get(target.target)
+                if deployment is None:
+                    breaker = adapter.config.breaker or config.breaker
+                    health = Health(breaker, rpm=target.rpm, tpm=target.tpm)
+                    deployment = Deployment(adapter, target.model, health)
+                    self.deployments[target.target] = deployment
+                return Candidate(deployment, tier, target.weight, timeouts, target.context_window)
+
+            tiers = [[candidate(t, i) for t in tier] for i, tier in enumerate(route.tier_targets())]
+            context = [candidate(t, len(tiers)) for t in route.context_targets()]
+            cache = None
+            if any(step.kind == "cache" for step in route.minimal):
+                cache = ResponseCache(route.cache_entries)
+                self._caches.append(cache)
+            minimal = Minimal(route_name, route.minimal, cache, job_sink) if route.minimal else None
+            self.routes[route_name] = RoutePlan(route_name, route, tiers, context, minimal, cache)
+        self._needs_tokens = {
+            name: any(
+                c.context_window or c.deployment.health.tpm
+                for tier in [*plan.tiers, plan.context]
+                for c in tier
+            )
+            for name, plan in self.routes.items()
+        }
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> Gateway:
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Gateway:
         """A gateway over the config file at ``path`` (YAML or TOML)."""
-        return cls(load_config(path))
+        return cls(load_config(path), **kwargs)
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -173,11 +274,23 @@ class Gateway:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the upstream connection pool."""
+        """Close the upstream connection pool and any on-disk cache."""
         await self.pool.close()
+        for cache in self._caches:
+            cache.close()
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Hear every router event (failover, hedge, retry, breaker, degraded, ...)."""
+        self.events.subscribe(callback)
+
+    def set_job_sink(self, sink: JobSink) -> None:
+        """Where routes with a ``queue`` minimal answer send requests."""
+        for plan in self.routes.values():
+            if plan.minimal is not None:
+                plan.minimal.sink = sink
 
     # -----------------------------------------------------------------------------------------
-    # The router
+    # Health, as the workers and the operators see it
 
     def plan(self, route: str) -> RoutePlan:
         """The plan of ``route``; ``GatewayError`` (404) when no such route is configured."""
@@ -201,8 +314,12 @@ class Gateway:
         Background workers ask this before leasing a job, so that no attempt is spent while
         every deployment of the route is known to be down.
         """
-        self.plan(route)
-        return 0.0
+        plan = self.plan(route)
+        now = self.clock() if now is None else now
+        return min(d.health.wait(now) for d in plan.deployments())
+
+    # -----------------------------------------------------------------------------------------
+    # The router
 
     async def complete(
         self,
@@ -211,30 +328,10 @@ class Gateway:
         client_format: str | None = None,
         raw: dict[str, Any] | None = None,
     ) -> ChatResult:
-        """Answer a non-streamed request, failing over down the route's tiers."""
-        plan = self.plan(request.model)
-        attempts = 0
-        last: ir.ErrorInfo | None = None
-        for candidate in plan.candidates():
-            attempts += 1
-            passthrough = raw is not None and candidate.deployment.adapter.wire_format == client_format
-            try:
-                response, data = await complete_once(
-                    self.pool,
-                    candidate.deployment,
-                    request,
-                    raw if passthrough else None,
-                    candidate.timeouts,
-                )
-            except UpstreamError as exc:
-                last = exc.info
-                if last.kind in _NOT_RETRYABLE:
-                    break
-                continue
-            served = self._served(plan, candidate, attempts, passthrough)
-            return ChatResult(served, response, data if passthrough else None)
-        assert last is not None  # a plan has at least one candidate (checked at load)
-        raise GatewayError(last, attempts, plan.name)
+        """Answer a non-streamed request."""
+        result = await self._execute(request, client_format, raw, stream=False)
+        assert isinstance(result, ChatResult)
+        return result
 
     async def open_stream(
         self,
@@ -244,25 +341,336 @@ class Gateway:
         raw: dict[str, Any] | None = None,
     ) -> StreamReply:
         """Open a streamed answer, committed at its first content."""
+        result = await self._execute(request, client_format, raw, stream=True)
+        assert isinstance(result, StreamReply)
+        return result
+
+    async def _execute(
+        self,
+        request: ir.ChatRequest,
+        client_format: str | None,
+        raw: dict[str, Any] | None,
+        stream: bool,
+    ) -> ChatResult | StreamReply:
         plan = self.plan(request.model)
-        attempts = 0
-        last: ir.ErrorInfo | None = None
-        for candidate in plan.candidates():
-            attempts += 1
-            passthrough = raw is not None and candidate.deployment.adapter.wire_format == client_format
-            try:
-                attempt, held, rest = await self._until_first_content(
-                    candidate, request, raw if passthrough else None
-                )
-            except UpstreamError as exc:
-                last = exc.info
-                if last.kind in _NOT_RETRYABLE:
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        plan.retry_budget.request(now)
+        if plan.hedge_budget is not None:
+            plan.hedge_budget.request(now)
+        tokens = estimate_request_tokens(request) if self._needs_tokens[plan.name] else 0
+        deadline = None if plan.deadline is None else loop.time() + plan.deadline
+        state = _Request(deadline, tokens)
+        for pass_number in range(plan.retry.max_retries + 1):
+            if pass_number and not await self._before_retry(plan, state, pass_number, loop):
+                break
+            won = await self._race(plan, state, request, client_format, raw, stream)
+            if won is not None:
+                return won
+        self.events.emit(
+            "retries_exhausted",
+            plan.name,
+            attempts=state.attempts,
+            error=state.last.kind.value if state.last else None,
+        )
+        return await self._degrade(plan, state, request, client_format, raw, stream)
+
+    async def _before_retry(
+        self, plan: RoutePlan, state: _Request, pass_number: int, loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Wait before walking the plan again; False when a retry cannot or should not run."""
+        retry = plan.retry
+        now = self.clock()
+        # Full jitter, but never sooner than a Retry-After or the first breaker to reopen.
+        delay = random.uniform(
+            0.0, min(retry.backoff_max, retry.backoff_base * 2 ** (pass_number - 1))
+        )
+        if state.last is not None and state.last.retry_after:
+            delay = max(delay, state.last.retry_after)
+        delay = max(delay, self.route_ready(plan.name, now))
+        if delay > retry.backoff_max:
+            return False
+        if state.deadline is not None and loop.time() + delay >= state.deadline:
+            return False
+        if not plan.retry_budget.try_spend(now):
+            self.events.emit("retry_budget_exhausted", plan.name)
+            return False
+        self.events.emit("retry", plan.name, delay=delay, pass_number=pass_number)
+        await asyncio.sleep(delay)
+        return True
+
+    async def _candidates(
+        self, plan: RoutePlan, state: _Request
+    ) -> AsyncGenerator[Candidate, None]:
+        """Admitted candidates in the order to try them, chosen lazily (health changes)."""
+        tiers = plan.tiers if not plan.context else [*plan.tiers, plan.context]
+        last_tier = len(plan.tiers)
+        for index, tier in enumerate(tiers):
+            if index == last_tier and not state.need_context:
+                return  # the larger-context targets serve only requests too long for the rest
+            pending = self._order(plan, tier)
+            for round_number in range(2):
+                limited: list[tuple[float, Candidate]] = []
+                for candidate in pending:
+                    window = candidate.context_window
+                    if window is not None and state.tokens > window:
+                        state.need_context = True
+                        continue
+                    wait = candidate.deployment.health.admit(self.clock(), state.tokens)
+                    if wait == 0.0:
+                        yield candidate
+                    elif not math.isinf(wait):
+                        limited.append((wait, candidate))
+                if not limited or plan.on_limit != "wait" or round_number:
                     break
-                continue
-            served = self._served(plan, candidate, attempts, passthrough)
-            return StreamReply(served, attempt, held, rest)
-        assert last is not None
-        raise GatewayError(last, attempts, plan.name)
+                shortest = min(w for w, _ in limited)
+                if shortest > plan.limit_wait:
+                    break
+                # Every deployment of the tier is at its rate limit: wait for the first token.
+                await asyncio.sleep(shortest)
+                pending = [c for _, c in sorted(limited, key=lambda item: item[0])]
+
+    def _order(self, plan: RoutePlan, tier: list[Candidate]) -> list[Candidate]:
+        """The tier's candidates in preference order under the route's balancing policy."""
+        if len(tier) == 1:
+            return tier
+        if plan.balance == "least_in_flight":
+            return sorted(
+                tier, key=lambda c: (c.deployment.health.in_flight / c.weight, random.random())
+            )
+        if plan.balance == "latency":
+            now = self.clock()
+
+            def latency(c: Candidate) -> float:
+                p50 = c.deployment.health.latency_p50(now)
+                return (0.0 if p50 is None else p50) / c.weight
+
+            return sorted(tier, key=lambda c: (latency(c), random.random()))
+        # Weighted random order (Efraimidis-Spirakis keys): share in proportion to weight.
+        return sorted(tier, key=lambda c: random.random() ** (1.0 / c.weight), reverse=True)
+
+    def _hedge_after(self, hedge: HedgeConfig, candidate: Candidate) -> float:
+        if not isinstance(hedge.after, str):
+            return hedge.after
+        p95 = candidate.deployment.health.ttfc_p95(self.clock())
+        if p95 is None:
+            return hedge.initial_after
+        return min(hedge.max_after, max(hedge.min_after, p95))
+
+    async def _race(
+        self,
+        plan: RoutePlan,
+        state: _Request,
+        request: ir.ChatRequest,
+        client_format: str | None,
+        raw: dict[str, Any] | None,
+        stream: bool,
+    ) -> ChatResult | StreamReply | None:
+        """Walk the candidates once, hedging a late first content; the winner or ``None``."""
+        loop = asyncio.get_running_loop()
+        candidates = self._candidates(plan, state)
+        pending: dict[asyncio.Task[ChatResult | StreamReply], tuple[Candidate, float]] = {}
+
+        async def start_next(hedge: bool = False) -> bool:
+            try:
+                candidate = await candidates.__anext__()
+            except StopAsyncIteration:
+                return False
+            state.attempts += 1
+            if state.attempts > 1 and not hedge:
+                self.events.emit(
+                    "failover",
+                    plan.name,
+                    candidate.deployment.key,
+                    tier=candidate.tier,
+                    after=state.last.kind.value if state.last else None,
+                )
+            passthrough = (
+                raw is not None and candidate.deployment.adapter.wire_format == client_format
+            )
+            task = asyncio.create_task(
+                self._attempt(
+                    plan,
+                    candidate,
+                    state,
+                    request,
+                    raw if passthrough else None,
+                    stream,
+                    passthrough,
+                )
+            )
+            pending[task] = (candidate, loop.time())
+            return True
+
+        try:
+            if not await start_next():
+                return None
+            hedge = plan.hedge
+            while pending:
+                timeout: float | None = None
+                if hedge is not None and len(pending) == 1 and not state.hedged:
+                    candidate, started = next(iter(pending.values()))
+                    timeout = max(0.0, started + self._hedge_after(hedge, candidate) - loop.time())
+                if state.deadline is not None:
+                    left = state.deadline - loop.time()
+                    timeout = left if timeout is None else min(timeout, left)
+                done, _ = await asyncio.wait(
+                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    if state.deadline is not None and loop.time() >= state.deadline:
+                        state.last = ir.ErrorInfo(
+                            ir.ErrorKind.TIMEOUT,
+                            f"route {plan.name!r}: no answer within its {plan.deadline}s deadline",
+                        )
+                        return None
+                    budget = plan.hedge_budget
+                    if (
+                        budget is not None
+                        and budget.try_spend(self.clock())
+                        and await start_next(hedge=True)
+                    ):
+                        state.hedged = True
+                        primary = next(iter(pending.values()))[0]
+                        self.events.emit("hedge_started", plan.name, primary.deployment.key)
+                    else:
+                        hedge = None  # no budget or no candidate: wait for what runs
+                    continue
+                winner: ChatResult | StreamReply | None = None
+                for task in done:
+                    candidate, _ = pending.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        if winner is None:
+                            winner = task.result()
+                            if state.hedged:
+                                self.events.emit("hedge_won", plan.name, candidate.deployment.key)
+                        else:
+                            _discard(task.result())  # a simultaneous second winner
+                        continue
+                    if not isinstance(error, UpstreamError):
+                        raise error
+                    info = error.info
+                    state.last = info
+                    if info.kind is ir.ErrorKind.CONTEXT_WINDOW:
+                        state.need_context = True
+                    if plan.treatment[info.kind] == "return":
+                        raise GatewayError(info, state.attempts, plan.name)
+                if winner is not None:
+                    return winner
+                if not pending and not await start_next():
+                    return None
+            return None
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                if state.hedged:
+                    self.events.emit("hedge_cancelled", plan.name, count=len(pending))
+                # Wait for the losers so their connections are closed before we go on.
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, ChatResult | StreamReply):
+                        _discard(result)
+            await candidates.aclose()
+
+    async def _attempt(
+        self,
+        plan: RoutePlan,
+        candidate: Candidate,
+        state: _Request,
+        request: ir.ChatRequest,
+        raw: dict[str, Any] | None,
+        stream: bool,
+        passthrough: bool,
+    ) -> ChatResult | StreamReply:
+        """One call to one deployment, with its health accounting."""
+        deployment = candidate.deployment
+        health = deployment.health
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        health.in_flight += 1
+        try:
+            if stream:
+                attempt, held, rest = await self._until_first_content(candidate, request, raw)
+            else:
+                response, data = await complete_once(
+                    self.pool, deployment, request, raw, candidate.timeouts
+                )
+        except BaseException as exc:
+            health.in_flight -= 1
+            if isinstance(exc, UpstreamError):
+                self._record_failure(plan, deployment, exc.info, loop.time() - started)
+            raise
+        latency = loop.time() - started
+        now = self.clock()
+        self._record(plan, deployment, "success", latency, now)
+        health.record_ttfc(latency, now)
+        served = Served(
+            route=plan.name,
+            tier=candidate.tier,
+            deployment=deployment.key,
+            model=deployment.model,
+            attempts=state.attempts,
+            passthrough=passthrough,
+            hedged=state.hedged,
+        )
+        cache = plan.cache
+        key = request_key(plan.name, request) if cache is not None else ""
+        if not stream:
+            health.in_flight -= 1
+            if cache is not None:
+                cache.put(key, response)
+            return ChatResult(served, response, data if passthrough else None)
+
+        def closed() -> None:
+            health.in_flight -= 1  # an open stream counts as in flight until it ends
+
+        def failed(info: ir.ErrorInfo) -> None:
+            self._record_failure(plan, deployment, info, loop.time() - started)
+
+        def remember(response: ir.ChatResponse) -> None:
+            assert cache is not None
+            cache.put(key, response)
+
+        return StreamReply(
+            served,
+            attempt,
+            held,
+            rest,
+            on_error=failed,
+            on_close=closed,
+            sink=remember if cache is not None else None,
+        )
+
+    def _record(
+        self, plan: RoutePlan, deployment: Deployment, outcome: Any, latency: float, now: float
+    ) -> None:
+        transition = deployment.health.record(outcome, latency, now)
+        if transition is not None:
+            log.info("breaker %s -> %s", deployment.key, transition)
+            self.events.emit("breaker", plan.name, deployment.key, state=transition)
+
+    def _record_failure(
+        self, plan: RoutePlan, deployment: Deployment, info: ir.ErrorInfo, latency: float
+    ) -> None:
+        now = self.clock()
+        outcome = outcome_of(info)
+        self._record(plan, deployment, outcome or "success", latency, now)
+        if info.kind is ir.ErrorKind.RATE_LIMITED and info.retry_after:
+            deployment.health.pause(min(info.retry_after, 600.0), now)
+        if info.kind is ir.ErrorKind.AUTH:
+            # A rejected key never fixes itself: say so loudly.
+            log.error("provider rejected hedgerow's key: %s: %s", deployment.key, info.message)
+            self.events.emit("auth_error", plan.name, deployment.key, message=info.message)
+        elif self.events.active:
+            self.events.emit(
+                "attempt_failed",
+                plan.name,
+                deployment.key,
+                error=info.kind.value,
+                status=info.status,
+            )
 
     async def _until_first_content(
         self, candidate: Candidate, request: ir.ChatRequest, raw: dict[str, Any] | None
@@ -293,8 +701,7 @@ class Gateway:
                 attempt.close()
             raise UpstreamError(
                 ir.ErrorInfo(
-                    ir.ErrorKind.TIMEOUT,
-                    f"{key}: no content within {timeouts.first_content}s",
+                    ir.ErrorKind.TIMEOUT, f"{key}: no content within {timeouts.first_content}s"
                 )
             ) from None
         except BaseException:
@@ -304,16 +711,45 @@ class Gateway:
         attempt.close()
         raise UpstreamError(ir.ErrorInfo(ir.ErrorKind.MALFORMED, f"{key}: stream ended empty"))
 
-    @staticmethod
-    def _served(plan: RoutePlan, candidate: Candidate, attempts: int, passthrough: bool) -> Served:
-        return Served(
-            route=plan.name,
-            tier=candidate.tier,
-            deployment=candidate.deployment.key,
-            model=candidate.deployment.model,
-            attempts=attempts,
-            passthrough=passthrough,
+    async def _degrade(
+        self,
+        plan: RoutePlan,
+        state: _Request,
+        request: ir.ChatRequest,
+        client_format: str | None,
+        raw: dict[str, Any] | None,
+        stream: bool,
+    ) -> ChatResult | StreamReply:
+        """Every tier failed: the route's minimal answer, or the error."""
+        error = state.last or ir.ErrorInfo(
+            ir.ErrorKind.UNAVAILABLE,
+            f"route {plan.name!r}: every deployment is unavailable (circuit open or paused)",
+            status=503,
+            retry_after=self.route_ready(plan.name) or None,
         )
+        if plan.minimal is not None:
+            try:
+                answer = await plan.minimal.answer(request, client_format, raw)
+            except LookupError as exc:
+                info = ir.ErrorInfo(ir.ErrorKind.UNAVAILABLE, str(exc), status=503)
+                self.events.emit("degraded", plan.name, minimal="skip")
+                raise GatewayError(info, state.attempts, plan.name) from None
+            if answer is not None:
+                kind, response = answer
+                self.events.emit("degraded", plan.name, minimal=kind, after=error.kind.value)
+                served = Served(
+                    route=plan.name,
+                    tier=len(plan.tiers),
+                    deployment=f"minimal/{kind}",
+                    model=response.model,
+                    attempts=state.attempts,
+                    minimal=kind,
+                    hedged=state.hedged,
+                )
+                if stream:
+                    return StreamReply(served, None, [(None, response_events(response))])
+                return ChatResult(served, response, None)
+        raise GatewayError(error, state.attempts, plan.name)
 
     # -----------------------------------------------------------------------------------------
     # The library API
@@ -338,3 +774,8 @@ class Gateway:
                     raise GatewayError(event.error, reply.served.attempts, reply.served.route)
                 yield event
 
+
+def _discard(result: ChatResult | StreamReply) -> None:
+    """Release a result nobody will read (a hedge that finished second)."""
+    if isinstance(result, StreamReply):
+        result.close()

@@ -59,7 +59,7 @@ async def _models(request: web.Request) -> web.Response:
     )
 
 
-async def _count_tokens(request: web.Request) -> web.Response:
+async def _count_tokens(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages/count_tokens``: an estimate (see ``hedgerow.tokens``)."""
     try:
         body = parse_json_body(await read_body(request))
@@ -95,9 +95,7 @@ def _client_error(request: web.Request, info: ir.ErrorInfo) -> web.Response:
 
 
 @web.middleware
-async def _client_format_errors(
-    request: web.Request, handler: Any
-) -> web.StreamResponse:
+async def _client_format_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Unknown paths and wrong methods answer in the client's error format, not HTML."""
     try:
         response: web.StreamResponse = await handler(request)
@@ -134,9 +132,7 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
     app.router.add_post(
         "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages).handle
     )
-    app.router.add_post(
-        "/v1/messages", ChatHandler(gateway, anthropic_format, max_messages).handle
-    )
+    app.router.add_post("/v1/messages", ChatHandler(gateway, anthropic_format, max_messages).handle)
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)

@@ -55,6 +55,8 @@ class ChatHandler:
         try:
             data = await read_body(request)
         except GatewayError as exc:
-            return await send_exchange(request, error_exchange(self.fmt, exc.info, should_retry=False))
+            return await send_exchange(
+                request, error_exchange(self.fmt, exc.info, should_retry=False)
+            )
         exchange = await chat_exchange(self.gateway, self.fmt, data, max_messages=self.max_messages)
         return await send_exchange(request, exchange)

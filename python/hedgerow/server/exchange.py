@@ -20,6 +20,7 @@ import orjson
 from hedgerow import ir
 from hedgerow.formats import FormatError
 from hedgerow.routing import Gateway, GatewayError, StreamReply
+from hedgerow.routing.degrade import QueuedJob
 
 __all__ = ["Exchange", "bad_request", "chat_exchange", "error_exchange", "parse_json_body"]
 
@@ -138,9 +139,17 @@ async def chat_exchange(
             return Exchange(200, headers, stream=_encode_stream(fmt, chat, reply), reply=reply)
         result = await gateway.complete(chat, client_format=fmt.NAME, raw=body)
     except GatewayError as exc:
-        return error_exchange(
-            fmt, exc.info, should_retry=exc.should_retry, request_id=request_id
-        )
+        return error_exchange(fmt, exc.info, should_retry=exc.should_retry, request_id=request_id)
+    except QueuedJob as queued:
+        # The route degrades to `queue`: accepted as a background job, answered later.
+        body = {
+            "id": queued.job_id,
+            "object": "hedgerow.job",
+            "status": "queued",
+            "route": queued.route,
+        }
+        headers = {**JSON_HEADERS, "x-hedgerow-job-id": queued.job_id, "x-request-id": request_id}
+        return Exchange(202, headers, orjson.dumps(body))
     payload = result.raw
     if payload is None:
         payload = orjson.dumps(fmt.render_response(result.response))

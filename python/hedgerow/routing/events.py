@@ -1,0 +1,59 @@
+"""What the router did, as events: failovers, hedges, retries, breaker transitions, degradation.
+
+The router publishes; observers (metrics, the event log, alerts) subscribe with
+``Gateway.subscribe``. The router never imports an observer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+__all__ = ["Event", "EventBus"]
+
+log = logging.getLogger("hedgerow.events")
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One thing the router did. ``at`` is wall-clock epoch seconds."""
+
+    kind: str
+    route: str | None = None
+    deployment: str | None = None
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+    at: float = 0.0
+
+
+class EventBus:
+    """Fan-out of router events to subscribers; free when nobody listens."""
+
+    __slots__ = ("_subscribers",)
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback`` with every event from now on."""
+        self._subscribers.append(callback)
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (callers skip building events otherwise)."""
+        return bool(self._subscribers)
+
+    def emit(
+        self, kind: str, route: str | None = None, deployment: str | None = None, **detail: Any
+    ) -> None:
+        """Publish an event; a failing subscriber never breaks the request path."""
+        if not self._subscribers:
+            return
+        event = Event(kind, route, deployment, detail, time.time())
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:  # observers must never hurt traffic
+                log.exception("event subscriber failed")
