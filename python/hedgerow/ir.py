@@ -25,6 +25,7 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "BlockStop",
     "ChatRequest",
     "ChatResponse",
     "ContentPart",
@@ -49,7 +50,6 @@ __all__ = [
     "ToolChoice",
     "ToolResultPart",
     "Usage",
-    "BlockStop",
     "is_content",
 ]
 

@@ -1,0 +1,277 @@
+"""Server-sent events: an incremental parser (bytes in, events out), the encoder helpers, and
+``SSEStreamDecoder``, the skeleton of every format's stream decoder (all three dialects are
+SSE-framed).
+
+The parser follows the WHATWG event-stream rules that matter to LLM streams: ``event:`` and
+``data:`` fields (several ``data:`` lines join with ``\\n``), ``:`` comment lines ignored, any
+of ``\\r\\n``, ``\\n`` and ``\\r`` ending a line, one optional space after the colon stripped,
+and a leading byte-order mark dropped. Chunks may be split anywhere, including inside a UTF-8
+sequence or between ``\\r`` and ``\\n``.
+
+It is on the hot path of every streamed attempt, so the work is done with ``bytes.find`` /
+``bytes.split`` over whole chunks, never a Python loop over characters: lines are only decoded
+once they are complete, which is also what keeps a UTF-8 sequence split across chunks whole
+(``\\n`` never occurs inside a multi-byte sequence).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from hedgerow import ir
+from hedgerow.formats._common import FormatError
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "BlockKind",
+    "SSEEvent",
+    "SSEParser",
+    "SSEStreamDecoder",
+    "encode_sse",
+    "sse_prefix",
+]
+
+# Upstream bytes are untrusted: a server that never ends a line must not grow memory without
+# bound. 16 MiB is far above any real event (a whole non-streamed answer fits many times).
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class SSEEvent(msgspec.Struct, frozen=True, gc=False):
+    """One dispatched event: its ``event:`` name (``None`` when absent) and its data."""
+
+    event: str | None
+    data: str
+
+
+class SSEParser:
+    """Incremental SSE parser: ``feed`` bytes as they arrive, ``close`` at end of stream.
+
+    ``close`` is lenient in the way the official SDKs are: an event whose ``data:`` lines are
+    all complete is dispatched even if the final blank line never came, while an unterminated
+    last line (a cut in the middle of a line) is dropped. Whether the stream as a whole was
+    complete is for the format's decoder to judge from the events it saw.
+
+    ``feed`` raises ``FormatError`` when an event grows beyond ``max_event_bytes``.
+    """
+
+    __slots__ = ("_data", "_event", "_max", "_pending", "_size", "_skip_lf", "_start")
+
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._max = max_event_bytes
+        self._pending = bytearray()  # the unterminated tail of the last chunk
+        self._skip_lf = False  # the last chunk ended with \r: a leading \n belongs to it
+        self._start = True  # nothing decoded yet (a byte-order mark may lead)
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._size = 0  # characters of data gathered for the current event
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Take the next bytes off the wire; returns the events they complete."""
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[0] == 10:
+                chunk = chunk[1:]
+                if not chunk:
+                    return []
+        if b"\r" in chunk:
+            # Normalise to \n once per chunk; a trailing \r may be the first half of \r\n.
+            self._skip_lf = chunk[-1] == 13
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self._pending += chunk
+            if len(self._pending) > self._max:
+                raise FormatError(f"server-sent event line longer than {self._max} bytes")
+            return []
+        if self._pending:
+            self._pending += chunk[:end]
+            text = self._pending.decode("utf-8", "replace")
+            self._pending = bytearray(chunk[end + 1 :])
+        else:
+            text = chunk[:end].decode("utf-8", "replace")
+            if end + 1 < len(chunk):
+                self._pending = bytearray(chunk[end + 1 :])
+        return self._lines(text.split("\n"))
+
+    def close(self) -> list[SSEEvent]:
+        """End of stream: drop an unterminated line, dispatch an event left without its blank
+        line (see the class docstring)."""
+        self._pending = bytearray()
+        self._skip_lf = False
+        if not self._data:
+            self._event = None
+            return []
+        return self._lines([""])
+
+    def _lines(self, lines: list[str]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if self._start:
+            self._start = False
+            if lines[0].startswith("\ufeff"):
+                lines[0] = lines[0][1:]
+        data = self._data
+        event = self._event
+        size = self._size
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(SSEEvent(event, data[0] if len(data) == 1 else "\n".join(data)))
+                    data = []
+                    size = 0
+                event = None
+                continue
+            if line.startswith("data:"):
+                value = line[6:] if line.startswith("data: ") else line[5:]
+            else:
+                if line[0] == ":":
+                    continue
+                name, colon, value = line.partition(":")
+                if colon and value.startswith(" "):
+                    value = value[1:]
+                if name == "event":
+                    event = value
+                    continue
+                if name != "data":
+                    continue  # id, retry and unknown fields mean nothing to an LLM stream
+            size += len(value)
+            if size > self._max:
+                raise FormatError(f"server-sent event larger than {self._max} bytes")
+            data.append(value)
+        self._data = data
+        self._event = event
+        self._size = size
+        return events
+
+
+def sse_prefix(event: str | None = None) -> bytes:
+    """The constant bytes that open an event: ``event: NAME\\ndata: `` (or just ``data: ``).
+
+    Encoders precompute these once per event name and append the JSON and ``\\n\\n``.
+    """
+    if event is None:
+        return b"data: "
+    return b"event: " + event.encode() + b"\ndata: "
+
+
+def encode_sse(data: bytes, event: str | None = None) -> bytes:
+    """One whole event. ``data`` containing line breaks is split over several ``data:`` lines
+    (JSON from ``orjson`` never contains one, so the common case is a single concatenation)."""
+    if b"\n" in data or b"\r" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        body = b"\n".join(b"data: " + line for line in lines)
+        head = b"" if event is None else b"event: " + event.encode() + b"\n"
+        return head + body + b"\n\n"
+    return sse_prefix(event) + data + b"\n\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The skeleton every format's StreamDecoder builds on (all three dialects are SSE-framed).
+
+# The kinds of content block a stream carries (IR events name them by type, decoders by this).
+BlockKind = Literal["text", "thinking", "tool"]
+
+
+class SSEStreamDecoder:
+    """What every format's ``StreamDecoder`` shares: SSE framing, the contract's guarantees and
+    block bookkeeping for dialects that have no block boundaries on the wire.
+
+    Guarantees, whatever the bytes: ``feed`` and ``close`` never raise (a failure of any kind
+    becomes one ``StreamError`` of kind ``MALFORMED``); ``MessageStart`` comes first (unless the
+    stream fails before it, and a ``StreamError`` is all there is); exactly one terminal event
+    (``MessageEnd`` or ``StreamError``) by the time ``close`` returns, after which input is
+    ignored; ``close`` on a stream without its terminal event yields ``MALFORMED``
+    (subclasses that judge completeness differently override ``_on_eof``).
+
+    Subclasses implement ``_on_event`` (one SSE event -> IR events appended to ``out``).
+    """
+
+    __slots__ = ("_done", "_index", "_kind", "_next_index", "_sse", "_started")
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._started = False
+        self._done = False
+        self._kind: BlockKind | None = None  # the open block, for dialects without boundaries
+        self._index = -1
+        self._next_index = 0
+
+    def feed(self, chunk: bytes) -> list[ir.StreamEvent]:
+        """Bytes off the wire -> the IR events they complete."""
+        if self._done:
+            return []
+        out: list[ir.StreamEvent] = []
+        try:
+            for event in self._sse.feed(chunk):
+                self._on_event(event, out)
+                if self._done:
+                    break
+        except Exception as exc:  # never raise: whatever broke, the stream is malformed
+            self._malformed(out, f"undecodable stream: {exc}")
+        return out
+
+    def close(self) -> list[ir.StreamEvent]:
+        """End of the stream: the last events, or ``MALFORMED`` if it was incomplete."""
+        if self._done:
+            return []
+        out: list[ir.StreamEvent] = []
+        try:
+            for event in self._sse.close():
+                self._on_event(event, out)
+                if self._done:
+                    break
+            if not self._done:
+                self._on_eof(out)
+        except Exception as exc:
+            self._malformed(out, f"undecodable stream: {exc}")
+        self._done = True
+        return out
+
+    # -- for subclasses -----------------------------------------------------------------------
+
+    def _on_event(self, event: SSEEvent, out: list[ir.StreamEvent]) -> None:
+        raise NotImplementedError
+
+    def _on_eof(self, out: list[ir.StreamEvent]) -> None:
+        self._malformed(out, "stream ended before its terminal event")
+
+    def _start(self, out: list[ir.StreamEvent], id: str, model: str, usage: ir.Usage) -> None:
+        """Emit ``MessageStart`` once, before anything else."""
+        if not self._started:
+            self._started = True
+            out.append(ir.MessageStart(id=id, model=model, usage=usage))
+
+    def _finish(self, out: list[ir.StreamEvent], end: ir.MessageEnd) -> None:
+        self._close_block(out)
+        out.append(end)
+        self._done = True
+
+    def _fail(self, out: list[ir.StreamEvent], error: ir.ErrorInfo) -> None:
+        out.append(ir.StreamError(error))
+        self._done = True
+
+    def _malformed(self, out: list[ir.StreamEvent], message: str) -> None:
+        self._fail(out, ir.ErrorInfo(kind=ir.ErrorKind.MALFORMED, message=message, status=200))
+
+    def _block(self, kind: BlockKind, out: list[ir.StreamEvent]) -> int:
+        """The index of the open block if it is of ``kind``, else of a new one."""
+        if self._kind == kind:
+            return self._index
+        return self._new_block(kind, out)
+
+    def _new_block(self, kind: BlockKind, out: list[ir.StreamEvent]) -> int:
+        """Close the open block (the wire has no boundaries: a switch is one) and open one."""
+        if self._kind is not None:
+            out.append(ir.BlockStop(self._index))
+        self._kind = kind
+        self._index = self._next_index
+        self._next_index += 1
+        return self._index
+
+    def _close_block(self, out: list[ir.StreamEvent]) -> None:
+        if self._kind is not None:
+            out.append(ir.BlockStop(self._index))
+            self._kind = None
