@@ -18,7 +18,11 @@ from hedgerow.sim.mock import RunningMock
 def provider_config(mock: RunningMock, **overrides: Any) -> dict[str, Any]:
     """One provider of each kind, all pointing at ``mock``."""
     providers: dict[str, Any] = {
-        "anth": {"kind": "anthropic", "base_url": mock.anthropic_base_url, "api_key": "sk-ant-test"},
+        "anth": {
+            "kind": "anthropic",
+            "base_url": mock.anthropic_base_url,
+            "api_key": "sk-ant-test",
+        },
         "oai": {"kind": "openai", "base_url": mock.openai_base_url, "api_key": "sk-oai-test"},
         "gem": {"kind": "gemini", "base_url": mock.gemini_base_url, "api_key": "gem-test"},
         "compat": {
@@ -51,7 +55,10 @@ async def start_gateway(config: Config) -> AsyncIterator[RunningGateway]:
     """Serve ``config`` on a free loopback port inside the running loop."""
     gateway = Gateway(config)
     runner = web.AppRunner(
-        create_app(gateway, config), handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        create_app(gateway, config),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     try:
@@ -60,4 +67,3 @@ async def start_gateway(config: Config) -> AsyncIterator[RunningGateway]:
         yield RunningGateway(gateway, int(runner.addresses[0][1]))
     finally:
         await runner.cleanup()
-

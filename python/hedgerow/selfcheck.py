@@ -47,7 +47,9 @@ def _breaker(check: _Check) -> None:
     check.expect("open after 5 failures", breaker.snapshot(now=t)["state"] == "open")
     check.expect("open breaker refuses calls", not breaker.allow(now=t))
     t += 5.0
-    check.expect("half-open after the 5 s open period", breaker.snapshot(now=t)["state"] == "half_open")
+    check.expect(
+        "half-open after the 5 s open period", breaker.snapshot(now=t)["state"] == "half_open"
+    )
     check.expect("one probe admitted", breaker.allow(now=t))
     check.expect("a second concurrent probe refused", not breaker.allow(now=t))
     breaker.record("success", 0.3, now=t)
@@ -63,11 +65,18 @@ def _bucket(check: _Check) -> None:
     granted = sum(bucket.try_acquire(now=50.0) for _ in range(50))
     check.expect(f"a burst at one instant grants exactly 10 (granted {granted})", granted == 10)
     wait = bucket.retry_after(now=50.0)
-    check.expect(f"the next token is due in 10 ms (retry_after={wait * 1000:.2f} ms)", abs(wait - 0.01) < 1e-9)
+    check.expect(
+        f"the next token is due in 10 ms (retry_after={wait * 1000:.2f} ms)",
+        abs(wait - 0.01) < 1e-9,
+    )
     over_second = sum(bucket.try_acquire(now=50.0 + i / 1000) for i in range(1, 1001))
-    check.expect(f"one second later 100 more were granted (granted {over_second})", over_second == 100)
+    check.expect(
+        f"one second later 100 more were granted (granted {over_second})", over_second == 100
+    )
     weighted = TokenBucket(60_000, per=60.0)
-    check.expect("weighted cost: 1,234 tokens of a 60,000/min budget", weighted.try_acquire(1234, now=0.0))
+    check.expect(
+        "weighted cost: 1,234 tokens of a 60,000/min budget", weighted.try_acquire(1234, now=0.0)
+    )
     check.expect("a cost above the burst is refused", not weighted.try_acquire(60_001, now=0.0))
     hot = TokenBucket(1e12)
     print(f"  try_acquire(): {_ns_per_call(lambda: hot.try_acquire(now=1.0)):.0f} ns per call")
@@ -88,9 +97,14 @@ def _window(check: _Check) -> None:
         want = exact[int(q * len(exact)) - 1]
         assert got is not None
         err = abs(got - want) / want
-        check.expect(f"p{int(q * 100)} {got * 1000:.1f} ms vs exact {want * 1000:.1f} ms ({err:.1%} off)", err < 0.05)
+        check.expect(
+            f"p{int(q * 100)} {got * 1000:.1f} ms vs exact {want * 1000:.1f} ms ({err:.1%} off)",
+            err < 0.05,
+        )
     check.expect("an hour later the window is empty", window.total(now=now + 3600) == 0)
-    print(f"  record(): {_ns_per_call(lambda: window.record('success', 0.1, now=now)):.0f} ns per call")
+    print(
+        f"  record(): {_ns_per_call(lambda: window.record('success', 0.1, now=now)):.0f} ns per call"
+    )
 
 
 def run_selfcheck() -> int:

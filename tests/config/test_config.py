@@ -52,7 +52,10 @@ def test_keys_come_from_the_environment_and_never_print() -> None:
 
 
 def test_missing_environment_variable_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"providers\.openai\.api_key: environment variable OPENAI_API_KEY is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"providers\.openai\.api_key: environment variable OPENAI_API_KEY is not set",
+    ):
         parse_config(GOOD, env={"ANTHROPIC_API_KEY": "x"})
 
 
@@ -79,7 +82,9 @@ def test_unknown_key_is_named() -> None:
 
 def test_unknown_provider_in_a_route_is_named() -> None:
     bad = GOOD.replace("openai/gpt-5.5", "azure/gpt-5.5")
-    with pytest.raises(ConfigError, match=r"routes\.claude-sonnet-4-6\.tiers\[1\]\[0\]: unknown provider 'azure'"):
+    with pytest.raises(
+        ConfigError, match=r"routes\.claude-sonnet-4-6\.tiers\[1\]\[0\]: unknown provider 'azure'"
+    ):
         parse_config(bad, env=ENV)
 
 

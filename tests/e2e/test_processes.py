@@ -32,13 +32,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int
     mock_port, gw_port = free_port(), free_port()
     config = tmp / "hedgerow.yaml"
     config.write_text(CONFIG.format(mock=mock_port))
-    with hedgerow_process(
-        ["mock", "--port", str(mock_port)], mock_port, tmp / "mock.log"
-    ), hedgerow_process(
-        ["serve", "--config", str(config), "--port", str(gw_port)],
-        gw_port,
-        tmp / "serve.log",
-        env=KEYS,
+    with (
+        hedgerow_process(["mock", "--port", str(mock_port)], mock_port, tmp / "mock.log"),
+        hedgerow_process(
+            ["serve", "--config", str(config), "--port", str(gw_port)],
+            gw_port,
+            tmp / "serve.log",
+            env=KEYS,
+        ),
     ):
         yield mock_port, gw_port, tmp
 
@@ -52,7 +53,9 @@ def test_sdks_through_real_processes_survive_an_outage(servers: tuple[int, int, 
     with _admin(mock_port) as admin:
         admin.post("/reset").raise_for_status()
         oai = openai.OpenAI(base_url=f"http://127.0.0.1:{gw_port}/v1", api_key="x", max_retries=0)
-        ant = anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw_port}", api_key="x", max_retries=0)
+        ant = anthropic.Anthropic(
+            base_url=f"http://127.0.0.1:{gw_port}", api_key="x", max_retries=0
+        )
 
         healthy = oai.chat.completions.with_raw_response.create(
             model="support-chat", messages=[{"role": "user", "content": "hello"}], max_tokens=20

@@ -23,8 +23,18 @@ from hedgerow.providers.classify import classify_http, parse_retry_after
         (401, "authentication_error", "invalid x-api-key", ErrorKind.AUTH),
         (403, "permission_error", "no", ErrorKind.AUTH),
         (400, "INVALID_ARGUMENT", "API key not valid. reason: API_KEY_INVALID", ErrorKind.AUTH),
-        (400, "invalid_request_error", "prompt is too long: 208656 tokens > 200000 maximum", ErrorKind.CONTEXT_WINDOW),
-        (400, "invalid_request_error", "This model's maximum context length is 128000 tokens.", ErrorKind.CONTEXT_WINDOW),
+        (
+            400,
+            "invalid_request_error",
+            "prompt is too long: 208656 tokens > 200000 maximum",
+            ErrorKind.CONTEXT_WINDOW,
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "This model's maximum context length is 128000 tokens.",
+            ErrorKind.CONTEXT_WINDOW,
+        ),
         (400, "context_length_exceeded", "too long", ErrorKind.CONTEXT_WINDOW),
         (400, "invalid_request_error", "max_tokens: Field required", ErrorKind.BAD_REQUEST),
         (404, "not_found_error", "model not found", ErrorKind.BAD_REQUEST),
@@ -32,7 +42,9 @@ from hedgerow.providers.classify import classify_http, parse_retry_after
         (599, None, "odd", ErrorKind.SERVER_ERROR),
     ],
 )
-def test_classification(status: int, provider_type: str | None, message: str, kind: ErrorKind) -> None:
+def test_classification(
+    status: int, provider_type: str | None, message: str, kind: ErrorKind
+) -> None:
     info = classify_http(status, {}, provider_type, message)
     assert info.kind is kind
     assert info.status == status
@@ -42,11 +54,21 @@ def test_classification(status: int, provider_type: str | None, message: str, ki
 def test_retry_after_precedence_and_forms() -> None:
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after": "7"}) == 7.0
-    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
-    assert parse_retry_after({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "1.5s"}) == 1.5
+    assert (
+        parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
+        == 10.0
+    )
+    assert (
+        parse_retry_after(
+            {"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "1.5s"}
+        )
+        == 1.5
+    )
     assert parse_retry_after({"x-ratelimit-reset-tokens": "12ms"}) == pytest.approx(0.012)
     assert (
-        parse_retry_after({"anthropic-ratelimit-requests-reset": "2026-06-05T15:00:30Z"}, now=1780671600.0)
+        parse_retry_after(
+            {"anthropic-ratelimit-requests-reset": "2026-06-05T15:00:30Z"}, now=1780671600.0
+        )
         == 30.0
     )
     assert parse_retry_after({"retry-after": "soon"}) is None

@@ -152,7 +152,9 @@ async def open_call(
         raise UpstreamError(ErrorInfo(kind, f"{adapter.name}: {_describe(exc)}")) from None
     except aiohttp.ClientError as exc:
         # Refused, reset before headers, DNS: the request never got an answer.
-        raise UpstreamError(ErrorInfo(ErrorKind.CONNECT, f"{adapter.name}: {_describe(exc)}")) from None
+        raise UpstreamError(
+            ErrorInfo(ErrorKind.CONNECT, f"{adapter.name}: {_describe(exc)}")
+        ) from None
     except TimeoutError:
         raise UpstreamError(
             ErrorInfo(ErrorKind.TIMEOUT, f"{adapter.name}: no response headers in time")
