@@ -404,3 +404,44 @@ async def test_every_breaker_open_answers_at_once_with_retry_after(mock: Running
             await ask(gw, "solo")
         assert info.value.info.retry_after == pytest.approx(wait, abs=0.01)
         assert mock.requests("claude-opus-4-8") == 3
+
+
+async def test_operator_controls_take_effect_at_once(mock: RunningMock) -> None:
+    clock = FakeClock()
+    routes = {
+        "chat": {
+            "tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]],
+            "retry": NO_RETRY,
+            "minimal": {"kind": "template", "text": "degraded on purpose"},
+        }
+    }
+    events: list[Event] = []
+    async with gateway(mock, routes, clock) as gw:
+        gw.subscribe(events.append)
+        # A provider posts an incident: take the whole provider out of rotation.
+        assert gw.set_enabled("anth", False) == ["anth/claude-sonnet-4-6"]
+        assert (await ask(gw, "chat")).served.tier == 1
+        assert mock.requests("claude-sonnet-4-6") == 0
+        assert gw.operator_state()["disabled"] == ["anth/claude-sonnet-4-6"]
+        clock.advance(3600)  # forced out stays out, however long
+        assert (await ask(gw, "chat")).served.tier == 1
+        gw.set_enabled("anth/claude-sonnet-4-6", True)
+        assert (await ask(gw, "chat")).served.tier == 0
+
+        gw.pin_route("chat", 1)
+        assert (await ask(gw, "chat")).served.deployment == "oai/gpt-5.5"
+        gw.pin_route("chat", None)
+        gw.force_minimal("chat", True)
+        result = await ask(gw, "chat")
+        assert result.served.minimal == "template"
+        assert result.served.attempts == 0
+        assert gw.operator_state() == {"disabled": [], "pinned": {}, "minimal": ["chat"]}
+        with pytest.raises(ValueError, match="tiers 0..1"):
+            gw.pin_route("chat", 5)
+    assert [e.detail["action"] for e in events if e.kind == "operator"] == [
+        "disable",
+        "enable",
+        "pin",
+        "pin",
+        "minimal",
+    ]

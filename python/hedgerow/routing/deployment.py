@@ -73,6 +73,8 @@ class RoutePlan:
         "minimal",
         "name",
         "on_limit",
+        "pinned_tier",
+        "force_minimal",
         "retry",
         "retry_budget",
         "tiers",
@@ -99,6 +101,9 @@ class RoutePlan:
         self.deadline = config.deadline
         self.on_limit = config.on_limit
         self.limit_wait = config.limit_wait
+        # Operator controls: serve only from one tier, or go straight to the minimal answer.
+        self.pinned_tier: int | None = None
+        self.force_minimal = False
         self.treatment: dict[ir.ErrorKind, str] = {
             **_DEFAULT_TREATMENT,
             **{ir.ErrorKind(k): v for k, v in config.errors.items()},

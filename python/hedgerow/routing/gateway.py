@@ -319,6 +319,64 @@ class Gateway:
         return min(d.health.wait(now) for d in plan.deployments())
 
     # -----------------------------------------------------------------------------------------
+    # Operator controls (the feature flags an on-call person flips during an incident)
+
+    def _deployments_named(self, name: str) -> list[Deployment]:
+        """The deployment ``provider/model``, or every deployment of provider ``name``."""
+        if name in self.deployments:
+            return [self.deployments[name]]
+        found = [d for d in self.deployments.values() if d.adapter.name == name]
+        if not found:
+            raise KeyError(f"no deployment or provider named {name!r}")
+        return found
+
+    def set_enabled(self, name: str, enabled: bool) -> list[str]:
+        """Take a deployment (``provider/model``) or a whole provider out of rotation, or
+        back; returns the deployments changed. Out of rotation is a forced-open breaker."""
+        now = self.clock()
+        changed = []
+        for deployment in self._deployments_named(name):
+            if enabled:
+                deployment.health.breaker.release(now)
+            else:
+                deployment.health.breaker.force_open(now)
+            changed.append(deployment.key)
+        self.events.emit("operator", None, name, action="enable" if enabled else "disable")
+        return changed
+
+    def pin_route(self, route: str, tier: int | None) -> None:
+        """Serve ``route`` from one tier only (``None``: every tier again)."""
+        plan = self.plan(route)
+        if tier is not None and not 0 <= tier < len(plan.tiers):
+            raise ValueError(f"route {route!r} has tiers 0..{len(plan.tiers) - 1}, not {tier}")
+        plan.pinned_tier = tier
+        self.events.emit("operator", route, action="pin", tier=tier)
+
+    def force_minimal(self, route: str, on: bool) -> None:
+        """Send ``route`` straight to its minimal answer (or back to its tiers)."""
+        plan = self.plan(route)
+        if on and plan.minimal is None:
+            raise ValueError(f"route {route!r} has no minimal answer configured")
+        plan.force_minimal = on
+        self.events.emit("operator", route, action="minimal", on=on)
+
+    def operator_state(self) -> dict[str, Any]:
+        """What operators changed: disabled deployments, pinned and degraded routes."""
+        now = self.clock()
+        return {
+            "disabled": sorted(
+                key
+                for key, d in self.deployments.items()
+                if d.health.breaker.snapshot(now)["forced"]
+                and d.health.breaker.state_at(now) == "open"
+            ),
+            "pinned": {
+                n: p.pinned_tier for n, p in self.routes.items() if p.pinned_tier is not None
+            },
+            "minimal": sorted(n for n, p in self.routes.items() if p.force_minimal),
+        }
+
+    # -----------------------------------------------------------------------------------------
     # The router
 
     async def complete(
@@ -403,9 +461,13 @@ class Gateway:
         self, plan: RoutePlan, state: _Request
     ) -> AsyncGenerator[Candidate, None]:
         """Admitted candidates in the order to try them, chosen lazily (health changes)."""
+        if plan.force_minimal:
+            return
         tiers = plan.tiers if not plan.context else [*plan.tiers, plan.context]
         last_tier = len(plan.tiers)
         for index, tier in enumerate(tiers):
+            if plan.pinned_tier is not None and index != plan.pinned_tier:
+                continue
             if index == last_tier and not state.need_context:
                 return  # the larger-context targets serve only requests too long for the rest
             pending = self._order(plan, tier)
