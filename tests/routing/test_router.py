@@ -436,7 +436,7 @@ async def test_operator_controls_take_effect_at_once(mock: RunningMock) -> None:
         assert result.served.minimal == "template"
         assert result.served.attempts == 0
         assert gw.operator_state() == {"disabled": [], "pinned": {}, "minimal": ["chat"]}
-        with pytest.raises(ValueError, match="tiers 0..1"):
+        with pytest.raises(ValueError, match=r"tiers 0\.\.1"):
             gw.pin_route("chat", 5)
     assert [e.detail["action"] for e in events if e.kind == "operator"] == [
         "disable",
