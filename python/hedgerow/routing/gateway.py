@@ -668,6 +668,10 @@ class Gateway:
         now = self.clock()
         self._record(plan, deployment, "success", latency, now)
         health.record_ttfc(latency, now)
+        if self.events.active:
+            self.events.emit(
+                "attempt", plan.name, deployment.key, outcome="success", error=None, latency=latency
+            )
         served = Served(
             route=plan.name,
             tier=candidate.tier,
@@ -725,13 +729,15 @@ class Gateway:
             # A rejected key never fixes itself: say so loudly.
             log.error("provider rejected hedgerow's key: %s: %s", deployment.key, info.message)
             self.events.emit("auth_error", plan.name, deployment.key, message=info.message)
-        elif self.events.active:
+        if self.events.active:
             self.events.emit(
-                "attempt_failed",
+                "attempt",
                 plan.name,
                 deployment.key,
+                outcome=outcome or "success",
                 error=info.kind.value,
                 status=info.status,
+                latency=latency,
             )
 
     async def _until_first_content(

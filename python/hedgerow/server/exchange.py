@@ -11,6 +11,7 @@ When the serving provider speaks the client's format the upstream bytes go throu
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 
 from hedgerow import ir
 from hedgerow.formats import FormatError
-from hedgerow.routing import Gateway, GatewayError, StreamReply
+from hedgerow.routing import Gateway, GatewayError, Served, StreamReply
 from hedgerow.routing.degrade import QueuedJob
 
 __all__ = ["Exchange", "bad_request", "chat_exchange", "error_exchange", "parse_json_body"]
@@ -128,18 +129,32 @@ def _parse_chat(fmt: ModuleType, body: dict[str, Any], max_messages: int) -> ir.
 async def chat_exchange(
     gateway: Gateway, fmt: ModuleType, data: bytes, *, max_messages: int = 10_000
 ) -> Exchange:
-    """Answer one chat request body of the client format ``fmt``. Never raises for bad input."""
+    """Answer one chat request body of the client format ``fmt``. Never raises for bad input.
+
+    When anyone listens to the gateway's events, one ``request`` event per request tells
+    what happened to it (for the request log and the metrics).
+    """
     request_id = new_request_id()
+    started = time.monotonic()
+    route: str | None = None
     try:
         body = parse_json_body(data)
         chat = _parse_chat(fmt, body, max_messages)
+        route = chat.model
         if chat.stream:
             reply = await gateway.open_stream(chat, client_format=fmt.NAME, raw=body)
             headers = {**SSE_HEADERS, **reply.served.headers(), "x-request-id": request_id}
-            return Exchange(200, headers, stream=_encode_stream(fmt, chat, reply), reply=reply)
+            stream = _encode_stream(fmt, chat, reply, gateway, request_id, started)
+            return Exchange(200, headers, stream=stream, reply=reply)
         result = await gateway.complete(chat, client_format=fmt.NAME, raw=body)
     except GatewayError as exc:
-        return error_exchange(fmt, exc.info, should_retry=exc.should_retry, request_id=request_id)
+        exchange = error_exchange(
+            fmt, exc.info, should_retry=exc.should_retry, request_id=request_id
+        )
+        _request_event(
+            gateway, fmt, request_id, started, route, None, exchange.status, exc.info, exc.attempts
+        )
+        return exchange
     except QueuedJob as queued:
         # The route degrades to `queue`: accepted as a background job, answered later.
         body = {
@@ -149,16 +164,58 @@ async def chat_exchange(
             "route": queued.route,
         }
         headers = {**JSON_HEADERS, "x-hedgerow-job-id": queued.job_id, "x-request-id": request_id}
+        _request_event(gateway, fmt, request_id, started, route, None, 202, None, 0)
         return Exchange(202, headers, orjson.dumps(body))
     payload = result.raw
     if payload is None:
         payload = orjson.dumps(fmt.render_response(result.response))
     headers = {**JSON_HEADERS, **result.served.headers(), "x-request-id": request_id}
+    _request_event(
+        gateway, fmt, request_id, started, route, result.served, 200, None, 0, result.response.usage
+    )
     return Exchange(200, headers, payload)
 
 
+def _request_event(
+    gateway: Gateway,
+    fmt: ModuleType,
+    request_id: str,
+    started: float,
+    route: str | None,
+    served: Served | None,
+    status: int,
+    error: ir.ErrorInfo | None,
+    attempts: int,
+    usage: ir.Usage | None = None,
+    stream: bool = False,
+) -> None:
+    if not gateway.events.active:
+        return
+    gateway.events.emit(
+        "request",
+        route,
+        served.deployment if served else None,
+        request_id=request_id,
+        format=fmt.NAME,
+        stream=stream,
+        status=status,
+        latency=time.monotonic() - started,
+        attempts=served.attempts if served else attempts,
+        tier=("minimal" if served.minimal else served.tier) if served else None,
+        hedged=served.hedged if served else False,
+        error=error.kind.value if error else None,
+        input_tokens=usage.input_tokens if usage else None,
+        output_tokens=usage.output_tokens if usage else None,
+    )
+
+
 async def _encode_stream(
-    fmt: ModuleType, chat: ir.ChatRequest, reply: StreamReply
+    fmt: ModuleType,
+    chat: ir.ChatRequest,
+    reply: StreamReply,
+    gateway: Gateway,
+    request_id: str,
+    started: float,
 ) -> AsyncIterator[bytes]:
     """The stream's bytes for the client: upstream bytes on the fast path, else re-encoded.
 
@@ -170,21 +227,41 @@ async def _encode_stream(
         id=_response_id(fmt.NAME), model=served.model, include_usage=chat.include_usage
     )
     passthrough = served.passthrough
-    async for raw, events in reply.chunks():
-        failed = events[-1] if events and isinstance(events[-1], ir.StreamError) else None
-        if passthrough and raw is not None:
-            # Garbage must not reach the client: a chunk that did not decode is replaced by
-            # an error event of the client's format (the stream is over either way).
-            if failed is not None and failed.error.kind is ir.ErrorKind.MALFORMED:
-                out = encoder.encode(failed)
+    failed: ir.StreamError | None = None
+    usage: ir.Usage | None = None
+    try:
+        async for raw, events in reply.chunks():
+            last = events[-1] if events else None
+            if isinstance(last, ir.MessageEnd):
+                usage = last.usage
+            failed = last if isinstance(last, ir.StreamError) else None
+            if passthrough and raw is not None:
+                # Garbage must not reach the client: a chunk that did not decode is replaced
+                # by an error event of the client's format (the stream is over either way).
+                if failed is not None and failed.error.kind is ir.ErrorKind.MALFORMED:
+                    out = encoder.encode(failed)
+                else:
+                    out = raw
             else:
-                out = raw
-        else:
-            out = b"".join([encoder.encode(e) for e in events])
-        if out:
-            yield out
-        if failed is not None:
-            break
+                out = b"".join([encoder.encode(e) for e in events])
+            if out:
+                yield out
+            if failed is not None:
+                break
+    finally:
+        _request_event(
+            gateway,
+            fmt,
+            request_id,
+            started,
+            served.route,
+            served,
+            200,
+            failed.error if failed else None,
+            0,
+            usage,
+            stream=True,
+        )
 
 
 def _response_id(fmt_name: str) -> str:
