@@ -7,9 +7,11 @@ never reaches the client, and a failure after it ends the stream with an error e
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -149,3 +151,26 @@ async def test_openai_client_sees_an_error_not_a_clean_end(
         async for _ in stream:
             pass
     await client.close()
+
+
+async def test_client_disconnect_mid_stream_cancels_the_upstream_call(
+    gw: RunningGateway, mock: RunningMock
+) -> None:
+    # A slow stream: 100 tokens at 10 per second, ten seconds if nobody stops it.
+    mock.state.set_model("claude-opus-4-8", ModelConfig(tokens_per_second=10, reply_tokens=100))
+    body = {"model": "solo", "max_tokens": 200, "stream": True, "messages": USER}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gw.url}/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+        ) as response,
+    ):
+        assert response.status == 200
+        first = await response.content.readany()
+        assert b"content_block_delta" in first or b"message_start" in first
+        # Leaving the block closed the connection mid-stream.
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while mock.state.counters.state()["claude-opus-4-8"]["client_gone"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "upstream call still running"
+        await asyncio.sleep(0.01)  # polling a real condition with a deadline
+    assert mock.state.counters.state()["claude-opus-4-8"]["client_gone"] == 1

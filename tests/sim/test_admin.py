@@ -48,6 +48,7 @@ async def test_put_faults_then_counters_by_model_path_and_outcome(
     state = (await admin.get("/state")).json()
     assert state["requests_total"] == 5
     assert state["models"]["gpt-4o"] == {
+        "client_gone": 0,
         "requests": 3,
         "streams": 0,
         "paths": {"/v1/chat/completions": 3},

@@ -201,9 +201,17 @@ class MockServer:
             response_id=response_id,
         )
         try:
-            return await answer(call, self._hang)
+            response = await answer(call, self._hang)
         except ConnectionError:
+            self.state.counters.client_gone(model)
             return abort(request)  # the client left while we were answering
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client disconnects.
+            self.state.counters.client_gone(model)
+            raise
+        if call.client_gone:
+            self.state.counters.client_gone(model)
+        return response
 
     def _check(self, request: web.Request, dialect: Dialect, model: str) -> web.Response | None:
         """Authentication and required headers; counts the rejection."""

@@ -34,6 +34,7 @@ class Call:
 
     __slots__ = (
         "chat",
+        "client_gone",
         "config",
         "decision",
         "dialect",
@@ -68,6 +69,8 @@ class Call:
         self.chat = chat
         self.model = model
         self.stream = stream
+        # Set when the client went away before the answer was complete.
+        self.client_gone = False
         self.sse = sse
         self.config = config
         self.decision = decision
@@ -301,7 +304,7 @@ async def _stream(call: Call, hang: Hang) -> web.StreamResponse:
         assert outcome is not None
         await _stream_fault(call, outcome, encoder, writer, hang)
     except ConnectionError:
-        pass  # the client went away; nothing left to tell it
+        call.client_gone = True  # the client went away; nothing left to tell it
     return response
 
 

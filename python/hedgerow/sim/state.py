@@ -52,9 +52,10 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
 
 class _ModelCounters:
-    __slots__ = ("outcomes", "paths", "requests", "streams")
+    __slots__ = ("gone", "outcomes", "paths", "requests", "streams")
 
     def __init__(self) -> None:
+        self.gone = 0
         self.requests = 0
         self.streams = 0
         self.paths: dict[str, int] = {}
@@ -95,10 +96,15 @@ class Counters:
         outcomes = self._model(model).outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
+    def client_gone(self, model: str) -> None:
+        """Count an answer cut short because the client went away (or cancelled)."""
+        self._model(model).gone += 1
+
     def state(self) -> dict[str, Any]:
         """Totals for ``/_mock/state``."""
         return {
             model: {
+                "client_gone": c.gone,
                 "requests": c.requests,
                 "streams": c.streams,
                 "paths": dict(c.paths),
