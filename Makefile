@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all demo test test-rust test-python lint benchmark bench clean fmt
+.PHONY: all demo test test-rust test-python lint benchmark bench bench-load bench-router clean fmt
 
 all: $(STAMPS)/build
 
@@ -51,8 +51,16 @@ fmt: $(STAMPS)/deps
 	$(BIN)/ruff format python tests benches
 	$(BIN)/ruff check --fix python tests benches
 
+# Microbenchmarks (pytest-benchmark).
 benchmark bench: $(STAMPS)/build
 	$(BIN)/python -m pytest benches --benchmark-only -p no:cacheprovider $(BENCH_ARGS)
+
+# Load benchmarks (processes pinned to cores; minutes, not seconds).
+bench-load: $(STAMPS)/build
+	$(BIN)/python benches/load_gateway.py $(BENCH_ARGS)
+
+bench-router: $(STAMPS)/build
+	$(BIN)/python benches/router_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STAMPS) target python/hedgerow/*.so
