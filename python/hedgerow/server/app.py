@@ -16,6 +16,8 @@ from hedgerow.formats import FormatError
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.routing import Gateway, GatewayError
+from hedgerow.security import KeyGuard, KeyStore
+from hedgerow.server.auth import GUARD_KEY, authenticate
 from hedgerow.server.chat import MAX_BODY_KEY, ChatHandler, read_body, send_exchange
 from hedgerow.server.exchange import error_exchange, parse_json_body
 from hedgerow.tokens import estimate_request_tokens
@@ -124,15 +126,19 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
     config = config or gateway.config
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[_client_format_errors],
+        middlewares=[_client_format_errors, authenticate],
     )
+    guard = KeyGuard(KeyStore(config.auth.keys, config.auth.keys_db), config.auth.prices)
     app[GATEWAY_KEY] = gateway
+    app[GUARD_KEY] = guard
     app[MAX_BODY_KEY] = config.server.max_body_bytes
     max_messages = config.server.max_messages
     app.router.add_post(
-        "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages).handle
+        "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages, guard).handle
     )
-    app.router.add_post("/v1/messages", ChatHandler(gateway, anthropic_format, max_messages).handle)
+    app.router.add_post(
+        "/v1/messages", ChatHandler(gateway, anthropic_format, max_messages, guard).handle
+    )
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
@@ -140,6 +146,7 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
 
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()
+        guard.store.close()
 
     app.on_cleanup.append(close_gateway)
     return app

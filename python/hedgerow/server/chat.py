@@ -7,6 +7,8 @@ from types import ModuleType
 from aiohttp import web
 
 from hedgerow.routing import Gateway, GatewayError
+from hedgerow.security import KeyGuard
+from hedgerow.server.auth import principal_of
 from hedgerow.server.exchange import Exchange, bad_request, chat_exchange, error_exchange
 
 __all__ = ["MAX_BODY_KEY", "ChatHandler", "read_body", "send_exchange"]
@@ -43,12 +45,15 @@ async def send_exchange(request: web.Request, exchange: Exchange) -> web.StreamR
 class ChatHandler:
     """Serves one client wire format through the gateway."""
 
-    __slots__ = ("fmt", "gateway", "max_messages")
+    __slots__ = ("fmt", "gateway", "guard", "max_messages")
 
-    def __init__(self, gateway: Gateway, fmt: ModuleType, max_messages: int) -> None:
+    def __init__(
+        self, gateway: Gateway, fmt: ModuleType, max_messages: int, guard: KeyGuard | None = None
+    ) -> None:
         self.gateway = gateway
         self.fmt = fmt
         self.max_messages = max_messages
+        self.guard = guard
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one request (the aiohttp handler)."""
@@ -58,5 +63,12 @@ class ChatHandler:
             return await send_exchange(
                 request, error_exchange(self.fmt, exc.info, should_retry=False)
             )
-        exchange = await chat_exchange(self.gateway, self.fmt, data, max_messages=self.max_messages)
+        exchange = await chat_exchange(
+            self.gateway,
+            self.fmt,
+            data,
+            max_messages=self.max_messages,
+            guard=self.guard,
+            principal=principal_of(request),
+        )
         return await send_exchange(request, exchange)

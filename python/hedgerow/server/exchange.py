@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +22,8 @@ from hedgerow import ir
 from hedgerow.formats import FormatError
 from hedgerow.routing import Gateway, GatewayError, Served, StreamReply
 from hedgerow.routing.degrade import QueuedJob
+from hedgerow.security import KeyGuard, KeyRecord
+from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["Exchange", "bad_request", "chat_exchange", "error_exchange", "parse_json_body"]
 
@@ -38,7 +40,7 @@ _MAX_RETRY_AFTER = 60
 class Exchange:
     """A response to send: status, headers, and either a body or a stream of bytes."""
 
-    __slots__ = ("body", "headers", "reply", "status", "stream")
+    __slots__ = ("body", "headers", "on_close", "reply", "status", "stream")
 
     def __init__(
         self,
@@ -47,17 +49,21 @@ class Exchange:
         body: bytes | None = None,
         stream: AsyncIterator[bytes] | None = None,
         reply: StreamReply | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.stream = stream
         self.reply = reply
+        self.on_close = on_close
 
     def close(self) -> None:
-        """Stop the upstream call behind a stream (the client went away)."""
+        """Stop the upstream call behind a stream (the client went away, or it ended)."""
         if self.reply is not None:
             self.reply.close()
+        if self.on_close is not None:
+            self.on_close()
 
 
 def new_request_id() -> str:
@@ -126,34 +132,125 @@ def _parse_chat(fmt: ModuleType, body: dict[str, Any], max_messages: int) -> ir.
     return request
 
 
+class _Ticket:
+    """One request's bookkeeping, settled once however it ends: its key's in-flight count
+    and spend, and the ``request`` event."""
+
+    __slots__ = (
+        "admitted",
+        "done",
+        "fmt",
+        "gateway",
+        "guard",
+        "principal",
+        "request_id",
+        "route",
+        "started",
+    )
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        fmt: ModuleType,
+        guard: KeyGuard | None,
+        principal: KeyRecord | None,
+    ) -> None:
+        self.gateway = gateway
+        self.fmt = fmt
+        self.guard = guard
+        self.principal = principal
+        self.request_id = new_request_id()
+        self.started = time.monotonic()
+        self.route: str | None = None
+        self.admitted = False
+        self.done = False
+
+    def admit(self, chat: ir.ChatRequest) -> ir.ErrorInfo | None:
+        """The key's own limits for this route; ``None`` when the request may go on."""
+        self.route = chat.model
+        if self.guard is None or self.principal is None:
+            return None
+        tokens = estimate_request_tokens(chat) if self.principal.tpm else 0
+        denied = self.guard.admit(self.principal, chat.model, tokens)
+        self.admitted = denied is None
+        return denied
+
+    def finish(
+        self,
+        status: int,
+        served: Served | None = None,
+        error: ir.ErrorInfo | None = None,
+        attempts: int = 0,
+        usage: ir.Usage | None = None,
+        stream: bool = False,
+    ) -> None:
+        """Settle the request (only the first call counts)."""
+        if self.done:
+            return
+        self.done = True
+        if self.admitted:
+            self.admitted = False
+            assert self.guard is not None and self.principal is not None
+            self.guard.release(self.principal)
+            self.guard.charge(self.principal, served.deployment if served else None, usage)
+        events = self.gateway.events
+        if not events.active:
+            return
+        events.emit(
+            "request",
+            self.route,
+            served.deployment if served else None,
+            request_id=self.request_id,
+            key=self.principal.name if self.principal else None,
+            format=self.fmt.NAME,
+            stream=stream,
+            status=status,
+            latency=time.monotonic() - self.started,
+            attempts=served.attempts if served else attempts,
+            tier=("minimal" if served.minimal else served.tier) if served else None,
+            hedged=served.hedged if served else False,
+            error=error.kind.value if error else None,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+        )
+
+
 async def chat_exchange(
-    gateway: Gateway, fmt: ModuleType, data: bytes, *, max_messages: int = 10_000
+    gateway: Gateway,
+    fmt: ModuleType,
+    data: bytes,
+    *,
+    max_messages: int = 10_000,
+    guard: KeyGuard | None = None,
+    principal: KeyRecord | None = None,
 ) -> Exchange:
     """Answer one chat request body of the client format ``fmt``. Never raises for bad input.
 
-    When anyone listens to the gateway's events, one ``request`` event per request tells
-    what happened to it (for the request log and the metrics).
+    ``principal`` is the caller's authenticated key (``None`` in local mode); ``guard``
+    applies its routes, limits and budget. When anyone listens to the gateway's events, one
+    ``request`` event per request tells what happened to it.
     """
-    request_id = new_request_id()
-    started = time.monotonic()
-    route: str | None = None
+    ticket = _Ticket(gateway, fmt, guard, principal)
+    request_id = ticket.request_id
     try:
         body = parse_json_body(data)
         chat = _parse_chat(fmt, body, max_messages)
-        route = chat.model
+        denied = ticket.admit(chat)
+        if denied is not None:
+            raise GatewayError(denied)
         if chat.stream:
             reply = await gateway.open_stream(chat, client_format=fmt.NAME, raw=body)
             headers = {**SSE_HEADERS, **reply.served.headers(), "x-request-id": request_id}
-            stream = _encode_stream(fmt, chat, reply, gateway, request_id, started)
-            return Exchange(200, headers, stream=stream, reply=reply)
+            stream = _encode_stream(fmt, chat, reply, ticket)
+            # A stream never read (the client left first) is settled when it is closed.
+            settle = lambda: ticket.finish(499, reply.served, stream=True)  # noqa: E731
+            return Exchange(200, headers, stream=stream, reply=reply, on_close=settle)
         result = await gateway.complete(chat, client_format=fmt.NAME, raw=body)
     except GatewayError as exc:
         exchange = error_exchange(
             fmt, exc.info, should_retry=exc.should_retry, request_id=request_id
         )
-        _request_event(
-            gateway, fmt, request_id, started, route, None, exchange.status, exc.info, exc.attempts
-        )
+        ticket.finish(exchange.status, None, exc.info, exc.attempts)
         return exchange
     except QueuedJob as queued:
         # The route degrades to `queue`: accepted as a background job, answered later.
@@ -164,58 +261,21 @@ async def chat_exchange(
             "route": queued.route,
         }
         headers = {**JSON_HEADERS, "x-hedgerow-job-id": queued.job_id, "x-request-id": request_id}
-        _request_event(gateway, fmt, request_id, started, route, None, 202, None, 0)
+        ticket.finish(202)
         return Exchange(202, headers, orjson.dumps(body))
+    except BaseException:
+        ticket.finish(500)
+        raise
     payload = result.raw
     if payload is None:
         payload = orjson.dumps(fmt.render_response(result.response))
     headers = {**JSON_HEADERS, **result.served.headers(), "x-request-id": request_id}
-    _request_event(
-        gateway, fmt, request_id, started, route, result.served, 200, None, 0, result.response.usage
-    )
+    ticket.finish(200, result.served, usage=result.response.usage)
     return Exchange(200, headers, payload)
 
 
-def _request_event(
-    gateway: Gateway,
-    fmt: ModuleType,
-    request_id: str,
-    started: float,
-    route: str | None,
-    served: Served | None,
-    status: int,
-    error: ir.ErrorInfo | None,
-    attempts: int,
-    usage: ir.Usage | None = None,
-    stream: bool = False,
-) -> None:
-    if not gateway.events.active:
-        return
-    gateway.events.emit(
-        "request",
-        route,
-        served.deployment if served else None,
-        request_id=request_id,
-        format=fmt.NAME,
-        stream=stream,
-        status=status,
-        latency=time.monotonic() - started,
-        attempts=served.attempts if served else attempts,
-        tier=("minimal" if served.minimal else served.tier) if served else None,
-        hedged=served.hedged if served else False,
-        error=error.kind.value if error else None,
-        input_tokens=usage.input_tokens if usage else None,
-        output_tokens=usage.output_tokens if usage else None,
-    )
-
-
 async def _encode_stream(
-    fmt: ModuleType,
-    chat: ir.ChatRequest,
-    reply: StreamReply,
-    gateway: Gateway,
-    request_id: str,
-    started: float,
+    fmt: ModuleType, chat: ir.ChatRequest, reply: StreamReply, ticket: _Ticket
 ) -> AsyncIterator[bytes]:
     """The stream's bytes for the client: upstream bytes on the fast path, else re-encoded.
 
@@ -249,19 +309,7 @@ async def _encode_stream(
             if failed is not None:
                 break
     finally:
-        _request_event(
-            gateway,
-            fmt,
-            request_id,
-            started,
-            served.route,
-            served,
-            200,
-            failed.error if failed else None,
-            0,
-            usage,
-            stream=True,
-        )
+        ticket.finish(200, served, failed.error if failed else None, usage=usage, stream=True)
 
 
 def _response_id(fmt_name: str) -> str:
