@@ -18,6 +18,9 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from hedgerow.security.guard import Price
+from hedgerow.security.keys import KeyRecord
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -285,6 +288,34 @@ class JobsConfig(msgspec.Struct, forbid_unknown_fields=True):
     backoff_max: float = 300.0
     webhook_url: str | None = None
     webhook_secret: Secret | None = None
+    # SQLite: "full" fsyncs every commit (a submitted job survives a power cut); "normal"
+    # survives a crash of the process only.
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    # How often an idle worker looks for jobs other processes submitted, and for expired
+    # leases (a submit in the same process wakes it at once).
+    poll_interval: float = 0.5
+    # Route -> job attempts per second that one worker process starts (the drain rate
+    # after an outage); routes not named are limited only by `concurrency`.
+    rate_limits: dict[str, float] = msgspec.field(default_factory=dict)
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 5
+    # On shutdown, how long running calls may take to finish before they are abandoned
+    # (their jobs are then re-leased when the lease runs out).
+    shutdown_grace: float = 30.0
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Who may call the gateway. With no keys and no key store, hedgerow runs in local mode.
+
+    ``keys``: keys written in the config (hashes only: ``hedgerow keys create --print``
+    makes one); ``keys_db``: the SQLite store ``hedgerow keys create|list|revoke`` manages;
+    ``prices``: per ``provider/model``, the price per million input and output tokens that
+    key budgets are charged at.
+    """
+
+    keys: list[KeyRecord] = msgspec.field(default_factory=list)
+    keys_db: str | None = None
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -295,6 +326,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     # Merged over DEFAULT_TIMEOUTS field by field; routes, providers and targets override.
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
@@ -431,6 +463,8 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         config.jobs = convert(raw["jobs"], JobsConfig, "jobs")
     if "breaker" in raw:
         config.breaker = convert(raw["breaker"], BreakerConfig, "breaker")
+    if "auth" in raw:
+        config.auth = convert(raw["auth"], AuthConfig, "auth")
     return config
 
 
