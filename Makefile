@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all demo test test-rust test-python lint benchmark bench bench-load bench-router clean fmt
+.PHONY: all demo test test-rust test-python lint benchmark bench bench-load bench-router soak clean fmt
 
 all: $(STAMPS)/build
 
@@ -61,6 +61,9 @@ bench-load: $(STAMPS)/build
 
 bench-router: $(STAMPS)/build
 	$(BIN)/python benches/router_bench.py $(BENCH_ARGS)
+
+soak: $(STAMPS)/build
+	$(BIN)/python benches/soak.py --minutes 10 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(STAMPS) target python/hedgerow/*.so
