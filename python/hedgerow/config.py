@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "JobsConfig",
+    "ObserveConfig",
     "ProviderConfig",
     "RouteConfig",
     "Secret",
@@ -130,6 +131,8 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     kind: ProviderKind
     base_url: str | None = None
     api_key: Secret | None = None
+    # A file holding the key (a mounted secret); read at load time, never echoed.
+    api_key_file: str | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeouts: Timeouts | None = None
     anthropic_version: str = "2023-06-01"
@@ -269,6 +272,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
     max_messages: int = 10_000
+    # A request body must arrive within this many seconds (a slow body gets 408).
+    body_timeout: float = 30.0
 
 
 class JobsConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -318,6 +323,130 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True):
     prices: dict[str, Price] = msgspec.field(default_factory=dict)
 
 
+# ---------------------------------------------------------------------------------------------
+# Observability (hedgerow.observe): event log, request log, alert rules and sinks, status pages
+
+
+class AlertRuleSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Thresholds of the built-in alert rules; every field unset inherits (built-in defaults
+    < ``observe.alerts.defaults`` < ``routes.NAME`` < ``deployments.PROVIDER/MODEL``).
+
+    Rules, evaluated per deployment over its upstream attempts: ``error_rate`` (share of 5xx
+    and 529 answers above ``error_rate`` over ``error_rate_window`` s, resolved below
+    ``error_rate_resolve``); ``latency`` (median above ``latency_factor`` x the baseline
+    median learned over ``latency_baseline_window`` s, resolved below
+    ``latency_resolve_factor`` x); ``overload`` and ``rate_limit`` (at least
+    ``overload_burst`` 529s / ``rate_limit_burst`` 429s within ``burst_window`` s, resolved
+    at or below ``*_resolve``). ``disabled`` names rules switched off here.
+    """
+
+    error_rate: float | None = None
+    error_rate_resolve: float | None = None
+    error_rate_window: float | None = None
+    error_rate_min_calls: int | None = None
+    latency_factor: float | None = None
+    latency_resolve_factor: float | None = None
+    latency_window: float | None = None
+    latency_baseline_window: float | None = None
+    latency_min_calls: int | None = None
+    latency_baseline_min_calls: int | None = None
+    overload_burst: int | None = None
+    overload_resolve: int | None = None
+    rate_limit_burst: int | None = None
+    rate_limit_resolve: int | None = None
+    burst_window: float | None = None
+    disabled: list[Literal["error_rate", "latency", "overload", "rate_limit"]] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "error_rate_resolve"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"{name} must be a share between 0 and 1")
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, int | float) and value < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Alert rules evaluated inside hedgerow. An alert fires once, resolves once, and fires
+    again no sooner than ``repeat_after`` seconds after it last fired; at most
+    ``max_per_minute`` notifications go out per minute in all."""
+
+    enabled: bool = True
+    evaluate_every: float = 1.0
+    repeat_after: float = 300.0
+    max_per_minute: int = 20
+    defaults: AlertRuleSettings = msgspec.field(default_factory=AlertRuleSettings)
+    routes: dict[str, AlertRuleSettings] = msgspec.field(default_factory=dict)
+    deployments: dict[str, AlertRuleSettings] = msgspec.field(default_factory=dict)
+
+
+class SmtpConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Alert email over SMTP: ``starttls`` upgrades a plain connection (port 587), ``tls``
+    connects with TLS from the start (port 465)."""
+
+    host: str
+    sender: str = msgspec.field(name="from")
+    to: list[str] = msgspec.field(default_factory=list)
+    port: int = 25
+    starttls: bool = False
+    tls: bool = False
+    user: str | None = None
+    password: Secret | None = None
+    timeout: float = 10.0
+
+
+class SinksConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Where alerts go: generic JSON webhooks, a Slack-compatible incoming webhook, email,
+    and the log. URLs are secrets (a Slack webhook URL is a credential) and never print."""
+
+    webhooks: list[Secret] = msgspec.field(default_factory=list)
+    slack: Secret | None = None
+    email: SmtpConfig | None = None
+    log: bool = True
+    timeout: float = 5.0
+
+
+class StatusPageConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """A provider's public status page (Atlassian Statuspage JSON API, e.g.
+    ``https://status.anthropic.com``), polled every ``interval`` seconds. An unresolved
+    incident of at least ``min_impact`` (touching one of ``components`` when given) raises
+    an alert and, by ``action``: ``deprioritise`` multiplies the provider's weight in every
+    tier by ``deprioritise_factor``; ``open_breakers`` takes its deployments out of
+    rotation until the incident resolves."""
+
+    url: str
+    interval: float = 60.0
+    timeout: float = 5.0
+    action: Literal["alert", "deprioritise", "open_breakers"] = "alert"
+    min_impact: Literal["none", "minor", "major", "critical"] = "minor"
+    components: list[str] = msgspec.field(default_factory=list)
+    deprioritise_factor: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("interval and timeout must be > 0")
+        if not 0 < self.deprioritise_factor <= 1:
+            raise ValueError("deprioritise_factor must be between 0 and 1")
+
+
+class ObserveConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Observability: the event log (SQLite at ``event_log``; in memory when unset), the
+    JSON request log (``request_log_file``, or stderr), alert rules and sinks, status pages
+    (provider name -> page)."""
+
+    event_log: str | None = None
+    event_log_retention_days: float = 30.0
+    request_log: bool = True
+    request_log_file: str | None = None
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    sinks: SinksConfig = msgspec.field(default_factory=SinksConfig)
+    status_pages: dict[str, StatusPageConfig] = msgspec.field(default_factory=dict)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     """The whole config file."""
 
@@ -329,6 +458,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     # Merged over DEFAULT_TIMEOUTS field by field; routes, providers and targets override.
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    observe: ObserveConfig = msgspec.field(default_factory=ObserveConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,6 +595,8 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         config.breaker = convert(raw["breaker"], BreakerConfig, "breaker")
     if "auth" in raw:
         config.auth = convert(raw["auth"], AuthConfig, "auth")
+    if "observe" in raw:
+        config.observe = convert(raw["observe"], ObserveConfig, "observe")
     return config
 
 
@@ -487,6 +619,17 @@ def _check_references(config: Config, source: str) -> None:
     if not config.routes:
         raise ConfigError(f"{source}: routes: at least one route is needed")
     for name, provider in config.providers.items():
+        if provider.api_key_file:
+            if provider.api_key is not None:
+                raise ConfigError(
+                    f"{source}: providers.{name}: set api_key or api_key_file, not both"
+                )
+            try:
+                provider.api_key = Secret(Path(provider.api_key_file).read_text().strip())
+            except OSError as exc:
+                raise ConfigError(
+                    f"{source}: providers.{name}.api_key_file: cannot read: {exc.strerror}"
+                ) from None
         try:
             provider.resolved_base_url  # noqa: B018 - validates
         except ConfigError as exc:

@@ -18,7 +18,13 @@ from hedgerow.formats import openai as openai_format
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.security import KeyGuard, KeyStore
 from hedgerow.server.auth import GUARD_KEY, authenticate
-from hedgerow.server.chat import MAX_BODY_KEY, ChatHandler, read_body, send_exchange
+from hedgerow.server.chat import (
+    BODY_TIMEOUT_KEY,
+    MAX_BODY_KEY,
+    ChatHandler,
+    read_body,
+    send_exchange,
+)
 from hedgerow.server.exchange import error_exchange, parse_json_body
 from hedgerow.tokens import estimate_request_tokens
 
@@ -132,6 +138,7 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
     app[GATEWAY_KEY] = gateway
     app[GUARD_KEY] = guard
     app[MAX_BODY_KEY] = config.server.max_body_bytes
+    app[BODY_TIMEOUT_KEY] = config.server.body_timeout
     max_messages = config.server.max_messages
     app.router.add_post(
         "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages, guard).handle

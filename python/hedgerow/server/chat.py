@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import ModuleType
 
 from aiohttp import web
@@ -11,15 +12,21 @@ from hedgerow.security import KeyGuard
 from hedgerow.server.auth import principal_of
 from hedgerow.server.exchange import Exchange, bad_request, chat_exchange, error_exchange
 
-__all__ = ["MAX_BODY_KEY", "ChatHandler", "read_body", "send_exchange"]
+__all__ = ["BODY_TIMEOUT_KEY", "MAX_BODY_KEY", "ChatHandler", "read_body", "send_exchange"]
 
 MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body_bytes", int)
+BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 
 
 async def read_body(request: web.Request) -> bytes:
     """The body, or ``GatewayError`` (413) past the app's ``client_max_size``."""
     try:
-        return await request.read()
+        async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
+            return await request.read()
+    except TimeoutError:
+        raise GatewayError(
+            bad_request("The request body did not arrive in time", status=408)
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_KEY]
         raise GatewayError(
