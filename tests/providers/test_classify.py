@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hedgerow.formats import anthropic, gemini, openai
 from hedgerow.ir import ErrorKind
 from hedgerow.providers.classify import classify_http, parse_retry_after
 
@@ -45,7 +46,11 @@ from hedgerow.providers.classify import classify_http, parse_retry_after
 def test_classification(
     status: int, provider_type: str | None, message: str, kind: ErrorKind
 ) -> None:
-    info = classify_http(status, {}, provider_type, message)
+    # Every dialect agrees on these; each format keeps its own table of type names.
+    fmt = gemini if provider_type and provider_type.isupper() else anthropic
+    if provider_type in ("context_length_exceeded", "invalid_api_key", "rate_limit_exceeded"):
+        fmt = openai
+    info = classify_http(status, {}, provider_type, message, fmt.classify_error)
     assert info.kind is kind
     assert info.status == status
     assert info.message == message
@@ -77,5 +82,7 @@ def test_retry_after_precedence_and_forms() -> None:
 
 
 def test_rate_limit_carries_retry_after() -> None:
-    info = classify_http(429, {"retry-after": "3"}, "rate_limit_error", "x")
+    info = classify_http(
+        429, {"retry-after": "3"}, "rate_limit_error", "x", anthropic.classify_error
+    )
     assert info.retry_after == 3.0

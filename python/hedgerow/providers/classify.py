@@ -1,4 +1,5 @@
-"""Turn an upstream failure into the router's one vocabulary (``ir.ErrorKind``).
+"""Turn an upstream failure into the router's one vocabulary (``ir.ErrorKind``), with how
+long the provider asked us to wait.
 
 Every adapter funnels its failures through ``classify_http`` so that a 529 from Anthropic, a
 503 from OpenAI and an ``UNAVAILABLE`` from Gemini mean the same thing to the router.
@@ -9,58 +10,12 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from hedgerow.ir import ErrorInfo, ErrorKind
 
-__all__ = ["classify_http", "is_context_window_message", "parse_retry_after"]
-
-_STATUS_KINDS: dict[int, ErrorKind] = {
-    401: ErrorKind.AUTH,
-    403: ErrorKind.AUTH,
-    408: ErrorKind.REQUEST_TIMEOUT,
-    409: ErrorKind.CONFLICT,
-    429: ErrorKind.RATE_LIMITED,
-    500: ErrorKind.SERVER_ERROR,
-    502: ErrorKind.BAD_GATEWAY,
-    503: ErrorKind.UNAVAILABLE,
-    504: ErrorKind.GATEWAY_TIMEOUT,
-    529: ErrorKind.OVERLOADED,
-}
-
-# Provider error types that name the class better than the status does.
-_TYPE_KINDS: dict[str, ErrorKind] = {
-    "overloaded_error": ErrorKind.OVERLOADED,
-    "rate_limit_error": ErrorKind.RATE_LIMITED,
-    "rate_limit_exceeded": ErrorKind.RATE_LIMITED,
-    "RESOURCE_EXHAUSTED": ErrorKind.RATE_LIMITED,
-    "authentication_error": ErrorKind.AUTH,
-    "permission_error": ErrorKind.AUTH,
-    "invalid_api_key": ErrorKind.AUTH,
-    "PERMISSION_DENIED": ErrorKind.AUTH,
-    "UNAUTHENTICATED": ErrorKind.AUTH,
-    "API_KEY_INVALID": ErrorKind.AUTH,
-    "context_length_exceeded": ErrorKind.CONTEXT_WINDOW,
-    "api_error": ErrorKind.SERVER_ERROR,
-    "INTERNAL": ErrorKind.SERVER_ERROR,
-    "UNAVAILABLE": ErrorKind.UNAVAILABLE,
-    "timeout_error": ErrorKind.GATEWAY_TIMEOUT,
-    "DEADLINE_EXCEEDED": ErrorKind.GATEWAY_TIMEOUT,
-}
-
-# How each provider words "your prompt does not fit": OpenAI, Anthropic, vLLM, Gemini.
-_CONTEXT_PATTERNS = re.compile(
-    r"maximum context length|context_length_exceeded|prompt is too long|"
-    r"context window|input token count.*exceeds|too many tokens|exceeds the maximum number of tokens",
-    re.IGNORECASE,
-)
-
-
-def is_context_window_message(message: str) -> bool:
-    """Whether an error message says the request is longer than the model's context."""
-    return bool(_CONTEXT_PATTERNS.search(message))
-
+__all__ = ["classify_http", "parse_retry_after"]
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -134,23 +89,18 @@ def classify_http(
     headers: Mapping[str, str],
     provider_type: str | None,
     message: str,
+    classify_error: Callable[[int, str | None, str], ErrorKind],
 ) -> ErrorInfo:
-    """Classify a non-2xx upstream answer (``provider_type`` and ``message`` from its body)."""
-    kind = _TYPE_KINDS.get(provider_type or "")
-    if kind is None or (kind is ErrorKind.SERVER_ERROR and status in _STATUS_KINDS):
-        kind = _STATUS_KINDS.get(status)
-    if kind is None:
-        kind = ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.BAD_REQUEST
-    if kind is ErrorKind.BAD_REQUEST and is_context_window_message(message):
-        kind = ErrorKind.CONTEXT_WINDOW
-    # Gemini reports a bad key as 400 INVALID_ARGUMENT with reason API_KEY_INVALID.
-    if kind is ErrorKind.BAD_REQUEST and "API_KEY_INVALID" in message:
-        kind = ErrorKind.AUTH
+    """Classify a non-2xx upstream answer (``provider_type`` and ``message`` from its body).
+
+    The kind comes from the provider's format (``formats.X.classify_error``: the one copy of
+    each dialect's status and type tables); this adds what the headers say about waiting.
+    """
+    kind = classify_error(status, provider_type, message)
+    waits = kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE)
     retry_after = (
         parse_retry_after(headers)
-        if kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE)
-        or "retry-after" in headers
-        or "retry-after-ms" in headers
+        if waits or "retry-after" in headers or "retry-after-ms" in headers
         else None
     )
     return ErrorInfo(

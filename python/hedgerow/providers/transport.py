@@ -168,7 +168,9 @@ async def open_call(
     finally:
         response.release()
     provider_type, message = adapter.fmt.parse_error(response.status, raw)
-    info = classify_http(response.status, response.headers, provider_type, message)
+    info = classify_http(
+        response.status, response.headers, provider_type, message, adapter.fmt.classify_error
+    )
     raise UpstreamError(info)
 
 

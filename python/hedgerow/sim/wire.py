@@ -23,6 +23,7 @@ from hedgerow import ir
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import gemini as gemini_format
 from hedgerow.formats import openai as openai_format
+from hedgerow.formats._common import kind_for_status
 
 __all__ = [
     "AnthropicDialect",
@@ -66,23 +67,6 @@ class WireFormat(Protocol):
     ) -> Encoder:
         """A stream encoder."""
         ...
-
-
-_KIND_OF_STATUS: dict[int, ir.ErrorKind] = {
-    400: ir.ErrorKind.BAD_REQUEST,
-    401: ir.ErrorKind.AUTH,
-    403: ir.ErrorKind.AUTH,
-    404: ir.ErrorKind.BAD_REQUEST,
-    408: ir.ErrorKind.REQUEST_TIMEOUT,
-    409: ir.ErrorKind.CONFLICT,
-    413: ir.ErrorKind.BAD_REQUEST,
-    429: ir.ErrorKind.RATE_LIMITED,
-    500: ir.ErrorKind.SERVER_ERROR,
-    502: ir.ErrorKind.BAD_GATEWAY,
-    503: ir.ErrorKind.UNAVAILABLE,
-    504: ir.ErrorKind.GATEWAY_TIMEOUT,
-    529: ir.ErrorKind.OVERLOADED,
-}
 
 
 class ErrorReply:
@@ -167,7 +151,7 @@ class Dialect:
         code: str | None = None,
     ) -> ErrorReply:
         """The service's answer for an error ``status``."""
-        kind = _KIND_OF_STATUS.get(status, ir.ErrorKind.SERVER_ERROR)
+        kind = kind_for_status(status)
         return self._error(
             status,
             kind,
@@ -535,7 +519,7 @@ class GeminiDialect(Dialect):
 
     def parse(self, body: dict[str, Any], model: str, stream: bool) -> ir.ChatRequest:
         # Gemini names the model and streaming in the URL; its parser takes them.
-        return gemini_format.parse_request(_camel_declarations(body), model=model, stream=stream)
+        return gemini_format.parse_request(body, model=model, stream=stream)
 
     def error_body(
         self, info: ir.ErrorInfo, request_id: str, *, code: str | None = None
@@ -614,26 +598,3 @@ class GeminiDialect(Dialect):
 
     def models_list(self, models: list[str]) -> dict[str, Any]:
         return {"models": [self.model_info(m) for m in models]}
-
-
-_SNAKE_DECLARATION_FIELDS = {"parameters_json_schema": "parametersJsonSchema"}
-
-
-def _camel_declarations(body: dict[str, Any]) -> dict[str, Any]:
-    """Function declarations with snake_case fields renamed to camelCase.
-
-    The real API reads protobuf JSON, which accepts both spellings, and google-genai sends
-    ``parameters_json_schema``; ``formats.gemini`` reads camelCase only.
-    """
-    tools = body.get("tools")
-    if not isinstance(tools, list):
-        return body
-    for tool in tools:
-        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
-        for declaration in declarations if isinstance(declarations, list) else ():
-            if not isinstance(declaration, dict):
-                continue
-            for snake, camel in _SNAKE_DECLARATION_FIELDS.items():
-                if snake in declaration and camel not in declaration:
-                    declaration[camel] = declaration.pop(snake)
-    return body
