@@ -7,17 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from hedgerow import __version__
-from hedgerow.config import Config, ConfigError, load_config
+from hedgerow.config import Config, load_config_or_exit
+from hedgerow.jobs.cli import add_jobs_commands
+from hedgerow.security.cli import add_keys_commands
 
 __all__ = ["main"]
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"hedgerow: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def single_points_of_failure(config: Config) -> dict[str, str]:
@@ -31,7 +25,7 @@ def single_points_of_failure(config: Config) -> dict[str, str]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     print(f"{args.config}: OK: {len(config.providers)} providers, {len(config.routes)} routes")
     for name, provider in config.providers.items():
         key = "key set" if provider.api_key else "no key"
@@ -55,13 +49,29 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from hedgerow.server.app import serve
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    local_mode = not config.auth.keys and not config.auth.keys_db
+    if local_mode:
+        if host not in _LOOPBACK and not args.allow_remote_without_keys:
+            print(
+                f"hedgerow: no gateway keys are configured (local mode): refusing to listen on "
+                f"{host}; configure auth.keys or auth.keys_db, or pass "
+                "--allow-remote-without-keys to expose it anyway",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"hedgerow: local mode: no gateway keys configured, anyone who reaches {host} may call it"
+        )
     print(f"hedgerow {__version__}: serving {len(config.routes)} routes on http://{host}:{port}")
     sys.stdout.flush()
     serve(config, host, port)
     return 0
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -87,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", "-c", required=True, help="config file (YAML or TOML)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    serve.add_argument(
+        "--allow-remote-without-keys",
+        action="store_true",
+        help="listen beyond loopback with no gateway keys configured (anyone may call it)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     mock = sub.add_parser("mock", help="run the fault-injecting provider simulator")
@@ -100,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: a self-check of the native core")
     demo.set_defaults(func=_cmd_demo)
+    add_jobs_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 

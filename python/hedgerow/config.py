@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "Target",
     "Timeouts",
     "load_config",
+    "load_config_or_exit",
     "parse_config",
 ]
 
@@ -687,6 +689,15 @@ def _error_kinds() -> type[enum.StrEnum]:
     from hedgerow.ir import ErrorKind
 
     return ErrorKind
+
+
+def load_config_or_exit(path: str | os.PathLike[str]) -> Config:
+    """``load_config`` for the command line: a bad config prints why and exits with 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"hedgerow: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

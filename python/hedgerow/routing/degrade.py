@@ -34,12 +34,29 @@ __all__ = [
 
 
 class JobSink(Protocol):
-    """Where the ``queue`` degradation sends a request (the jobs subsystem implements it)."""
+    """Where background work goes: the ``queue`` degradation and ``Gateway.submit``.
+
+    ``hedgerow.jobs.QueueSink`` implements it over a durable queue; the router depends only
+    on this protocol (jobs import the router, never the other way).
+    """
 
     async def submit_request(
         self, request: ir.ChatRequest, *, route: str, client_format: str | None, raw: Any
     ) -> str:
-        """Store the request durably as a job; return its id."""
+        """Store a request that every tier failed as an interactive job; return its id."""
+        ...
+
+    async def submit_body(
+        self,
+        body: dict[str, Any],
+        *,
+        route: str | None,
+        style: str,
+        idempotency_key: str | None,
+        metadata: dict[str, Any] | None,
+        priority: str,
+    ) -> str:
+        """Store a request body as a job, durably, before returning its id."""
         ...
 
 

@@ -226,6 +226,7 @@ class Gateway:
         self.deployments: dict[str, Deployment] = {}
         self.routes: dict[str, RoutePlan] = {}
         self._caches: list[ResponseCache] = []
+        self._job_sink: JobSink | None = job_sink
         base = DEFAULT_TIMEOUTS.merged(config.timeouts)
         for route_name, route in config.routes.items():
 
@@ -284,10 +285,44 @@ class Gateway:
         self.events.subscribe(callback)
 
     def set_job_sink(self, sink: JobSink) -> None:
-        """Where routes with a ``queue`` minimal answer send requests."""
+        """Where background jobs go: ``submit`` and routes with a ``queue`` minimal answer."""
+        self._job_sink = sink
         for plan in self.routes.values():
             if plan.minimal is not None:
                 plan.minimal.sink = sink
+
+    async def submit(
+        self,
+        body: dict[str, Any],
+        *,
+        route: str | None = None,
+        style: ClientFormat = "openai",
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        priority: str = "batch",
+    ) -> str:
+        """Store a request as a background job, durably, before returning its id.
+
+        No provider is called here: workers (``hedgerow worker``, or ``jobs.workers`` inside
+        ``hedgerow serve``) run it through this router and keep the result with the job. The
+        queue is the config's ``jobs`` backend (SQLite by default), opened on first use.
+        """
+        if self._job_sink is None:
+            # Opened lazily: the jobs package builds on the router, not the other way round.
+            from hedgerow.jobs.api import QueueSink, open_queue
+
+            self.set_job_sink(QueueSink(open_queue(self.config.jobs)))
+        assert self._job_sink is not None
+        if route is not None:
+            self.plan(route)
+        return await self._job_sink.submit_body(
+            body,
+            route=route,
+            style=style,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
+            priority=priority,
+        )
 
     # -----------------------------------------------------------------------------------------
     # Health, as the workers and the operators see it
@@ -385,9 +420,14 @@ class Gateway:
         *,
         client_format: str | None = None,
         raw: dict[str, Any] | None = None,
+        degrade: bool = True,
     ) -> ChatResult:
-        """Answer a non-streamed request."""
-        result = await self._execute(request, client_format, raw, stream=False)
+        """Answer a non-streamed request.
+
+        ``degrade=False`` raises the failure instead of giving the route's minimal answer
+        (background workers would rather retry than store a template as the result).
+        """
+        result = await self._execute(request, client_format, raw, stream=False, degrade=degrade)
         assert isinstance(result, ChatResult)
         return result
 
@@ -397,9 +437,11 @@ class Gateway:
         *,
         client_format: str | None = None,
         raw: dict[str, Any] | None = None,
+        degrade: bool = True,
     ) -> StreamReply:
-        """Open a streamed answer, committed at its first content."""
-        result = await self._execute(request, client_format, raw, stream=True)
+        """Open a streamed answer, committed at its first content (``degrade`` as in
+        ``complete``)."""
+        result = await self._execute(request, client_format, raw, stream=True, degrade=degrade)
         assert isinstance(result, StreamReply)
         return result
 
@@ -409,6 +451,7 @@ class Gateway:
         client_format: str | None,
         raw: dict[str, Any] | None,
         stream: bool,
+        degrade: bool = True,
     ) -> ChatResult | StreamReply:
         plan = self.plan(request.model)
         loop = asyncio.get_running_loop()
@@ -431,6 +474,8 @@ class Gateway:
             attempts=state.attempts,
             error=state.last.kind.value if state.last else None,
         )
+        if not degrade:
+            raise GatewayError(self._final_error(plan, state), state.attempts, plan.name)
         return await self._degrade(plan, state, request, client_format, raw, stream)
 
     async def _before_retry(
@@ -779,6 +824,15 @@ class Gateway:
         attempt.close()
         raise UpstreamError(ir.ErrorInfo(ir.ErrorKind.MALFORMED, f"{key}: stream ended empty"))
 
+    def _final_error(self, plan: RoutePlan, state: _Request) -> ir.ErrorInfo:
+        """The failure to report: the last one seen, or why no deployment was even tried."""
+        return state.last or ir.ErrorInfo(
+            ir.ErrorKind.UNAVAILABLE,
+            f"route {plan.name!r}: every deployment is unavailable (circuit open or paused)",
+            status=503,
+            retry_after=self.route_ready(plan.name) or None,
+        )
+
     async def _degrade(
         self,
         plan: RoutePlan,
@@ -789,12 +843,7 @@ class Gateway:
         stream: bool,
     ) -> ChatResult | StreamReply:
         """Every tier failed: the route's minimal answer, or the error."""
-        error = state.last or ir.ErrorInfo(
-            ir.ErrorKind.UNAVAILABLE,
-            f"route {plan.name!r}: every deployment is unavailable (circuit open or paused)",
-            status=503,
-            retry_after=self.route_ready(plan.name) or None,
-        )
+        error = self._final_error(plan, state)
         if plan.minimal is not None:
             try:
                 answer = await plan.minimal.answer(request, client_format, raw)

@@ -9,7 +9,7 @@ import time
 import msgspec
 import orjson
 
-from hedgerow.config import ConfigError, load_config
+from hedgerow.config import load_config_or_exit
 from hedgerow.security.keys import KeyRecord, KeyStore, hash_key, new_key
 
 __all__ = ["add_keys_commands"]
@@ -18,11 +18,7 @@ __all__ = ["add_keys_commands"]
 def _store(args: argparse.Namespace) -> KeyStore:
     if args.db:
         return KeyStore(path=args.db)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"hedgerow: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    config = load_config_or_exit(args.config)
     if not config.auth.keys_db:
         print("hedgerow: the config has no auth.keys_db: pass --db PATH", file=sys.stderr)
         raise SystemExit(2)

@@ -15,6 +15,7 @@ from hedgerow.config import Config
 from hedgerow.formats import FormatError
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
+from hedgerow.jobs.api import QueueSink, open_queue
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.security import KeyGuard, KeyStore
 from hedgerow.server.auth import GUARD_KEY, authenticate
@@ -26,6 +27,7 @@ from hedgerow.server.chat import (
     send_exchange,
 )
 from hedgerow.server.exchange import error_exchange, parse_json_body
+from hedgerow.server.jobs import add_job_routes, start_workers
 from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["create_app", "serve"]
@@ -150,6 +152,13 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+
+    # Background jobs: POST /v1/jobs, the router's `queue` degradation, in-process workers.
+    queue = open_queue(config.jobs)
+    gateway.set_job_sink(QueueSink(queue))
+    add_job_routes(app, queue, routes=list(gateway.routes))
+    if config.jobs.workers > 0:
+        app.cleanup_ctx.append(start_workers(gateway, queue, config.jobs))
 
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()
