@@ -187,6 +187,24 @@ class Scenario:
             t %= self.duration
         return bisect.bisect_right(self._times, t)
 
+    def event_times(self) -> tuple[float, ...]:
+        """The simulated times at which the fault table changes."""
+        return tuple(self._times)
+
+    def recovery_time(self, model: str) -> float | None:
+        """When ``model``'s faults last cleared after it had some (``None``: never faulted,
+        or never recovered within the scenario)."""
+        faulted = False
+        recovered: float | None = None
+        for t in self._times:
+            event = self.event_for(model, t)
+            has_faults = event is not None and bool(self.specs_of(event))
+            if has_faults:
+                faulted, recovered = True, None
+            elif faulted and recovered is None:
+                recovered = t
+        return recovered
+
     def faults_at(self, t: float) -> dict[str, tuple[FaultSpec, ...]]:
         """The fault table at simulated time ``t``: pattern -> faults, latest set last.
 
