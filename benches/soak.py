@@ -62,7 +62,12 @@ def sample(pid: int) -> dict[str, int]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     fds = os.listdir(f"/proc/{pid}/fd")
-    sockets = sum(1 for fd in fds if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+    sockets = 0
+    for fd in fds:
+        try:
+            sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed between the listing and the look
     return {"rss_kib": rss, "fds": len(fds), "sockets": sockets}
 
 
