@@ -1,0 +1,257 @@
+"""``GET /metrics`` under a scripted outage, and label cardinality that traffic cannot grow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hedgerow.observe import Observability
+from hedgerow.observe.metrics import prepare_multiprocess, worker_exited
+from hedgerow.routing import Gateway
+from hedgerow.sim.mock import RunningMock
+from tests.observe.conftest import CHAT, FakeClock, config_for, metric, running_app, until
+
+ROUTES = {
+    "chat": CHAT,
+    "support": {
+        "tiers": [["anth/claude-opus-4-8"]],
+        "retry": {"max_retries": 0},
+        "minimal": {"kind": "template", "text": "We are on it."},
+    },
+    "hedged": {
+        "tiers": [["anth/claude-haiku-4-5"], ["oai/gpt-4.1"]],
+        "hedge": {"after": 0.05, "budget": 1.0},
+        "retry": {"max_retries": 0},
+    },
+    "limited": {
+        "tiers": [[{"target": "gem/gemini-3-5-flash", "rpm": 5}]],
+        "retry": {"max_retries": 0},
+    },
+}
+
+
+async def test_metrics_follow_a_scripted_outage(mock: RunningMock, tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with running_app(config_for(mock, tmp_path, ROUTES), clock) as app:
+        for _ in range(2):
+            assert (await app.chat()).headers["x-hedgerow-tier"] == "0"
+        text = await app.metrics()
+        assert (
+            metric(text, "hedgerow_requests_total", route="chat", tier="0", **{"class": "ok"}) == 2
+        )
+        assert metric(text, "hedgerow_breaker_state", model="claude-sonnet-4-6") == 0
+        # Series that alert rules divide by exist before anything failed.
+        assert (
+            metric(text, "hedgerow_attempts_total", model="claude-sonnet-4-6", **{"class": "529"})
+            == 0
+        )
+
+        # Anthropic's Sonnet answers 529 to everything: three failovers, then the breaker.
+        mock.set_faults("claude-sonnet-4-6", {"kind": "error", "status": 529})
+        for _ in range(4):
+            assert (await app.chat()).headers["x-hedgerow-tier"] == "1"
+        text = await app.metrics()
+        sonnet = {"provider": "anth", "model": "claude-sonnet-4-6"}
+        assert metric(text, "hedgerow_attempts_total", **sonnet, **{"class": "529"}) == 3
+        assert (
+            metric(text, "hedgerow_upstream_errors_total", **sonnet, **{"class": "overloaded"}) == 3
+        )
+        assert (
+            metric(text, "hedgerow_failovers_total", route="chat", tier="1", model="gpt-5.5") == 3
+        )
+        assert metric(text, "hedgerow_breaker_state", **sonnet) == 2
+        assert (
+            metric(text, "hedgerow_breaker_transitions_total", **sonnet, **{"class": "open"}) == 1
+        )
+        assert (
+            metric(text, "hedgerow_requests_total", route="chat", tier="1", **{"class": "ok"}) == 4
+        )
+        assert (
+            metric(text, "hedgerow_attempt_duration_seconds_count", **sonnet, **{"class": "529"})
+            == 3
+        )
+
+        # Every tier of `support` fails: its minimal answer, counted as such.
+        mock.set_faults("claude-opus-4-8", {"kind": "error", "status": 500})
+        assert (await app.chat("support")).headers["x-hedgerow-tier"] == "minimal"
+        text = await app.metrics()
+        assert (
+            metric(text, "hedgerow_degraded_total", route="support", **{"class": "template"}) == 1
+        )
+        assert (
+            metric(
+                text,
+                "hedgerow_requests_total",
+                route="support",
+                tier="minimal",
+                **{"class": "minimal"},
+            )
+            == 1
+        )
+        assert (
+            metric(text, "hedgerow_retries_total", route="support", **{"class": "exhausted"}) == 1
+        )
+
+        # A late first byte on `hedged`: a hedge starts, the secondary wins, the loser goes.
+        mock.set_faults("claude-haiku-4-5", {"kind": "delay", "delay": 5.0, "count": 1})
+        assert (await app.chat("hedged")).headers["x-hedgerow-deployment"] == "oai/gpt-4.1"
+        text = await app.metrics()
+        for klass in ("started", "won", "cancelled"):
+            assert metric(text, "hedgerow_hedges_total", route="hedged", **{"class": klass}) == 1
+
+        # A streamed request: its time to first content, per serving deployment.
+        assert (await app.chat("hedged", stream=True)).status == 200
+        text = await app.metrics()
+        ttfc = metric(
+            text, "hedgerow_time_to_first_content_seconds_count", model="claude-haiku-4-5"
+        )
+        assert ttfc == 1
+
+        # Rate limit left, read from the deployment's bucket at scrape time.
+        assert (await app.chat("limited")).status == 200
+        text = await app.metrics()
+        left = metric(
+            text, "hedgerow_rate_limit_remaining", model="gemini-3-5-flash", **{"class": "rpm"}
+        )
+        assert left is not None and 3.9 <= left <= 4.0
+
+        # Recovery: the open period passes on the clock (half-open shows at once), one probe
+        # closes it.
+        mock.state.faults.clear()
+        clock.advance(11.0)
+        text = await app.metrics()
+        assert metric(text, "hedgerow_breaker_state", **sonnet) == 1
+        assert (await app.chat()).headers["x-hedgerow-tier"] == "0"
+        text = await app.metrics()
+        assert metric(text, "hedgerow_breaker_state", **sonnet) == 0
+        assert metric(text, "hedgerow_in_flight", **sonnet) == 0
+
+
+def series(text: str) -> set[str]:
+    """Every series in an exposition (histogram buckets folded into their histogram)."""
+    found = set()
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head = line.rpartition(" ")[0]
+        name, _, labels = head.partition("{")
+        kept = ",".join(p for p in labels.rstrip("}").split(",") if not p.startswith("le="))
+        found.add(f"{name.removesuffix('_bucket')}{{{kept}}}")
+    return found
+
+
+async def test_label_cardinality_does_not_grow_with_traffic(
+    mock: RunningMock, tmp_path: Path
+) -> None:
+    async with running_app(config_for(mock, tmp_path, ROUTES), FakeClock()) as app:
+
+        async def junk(round_number: int) -> set[str]:
+            # Requests for models no route has, and a provider answering oddly (403).
+            for i in range(30):
+                response = await app.chat(f"no-such-route-{round_number}-{i}")
+                assert response.status == 404
+            mock.set_faults("claude-sonnet-4-6", {"kind": "error", "status": 403})
+            assert (await app.chat()).status == 200  # failed over
+            mock.state.faults.clear()
+            # (The job-queue gauges appear when the sampler first reads the queue: a fixed
+            # set, whatever the traffic.)
+            found = series(await app.metrics())
+            return {s for s in found if not s.startswith("hedgerow_queue_")}
+
+        first = await junk(1)
+        second = await junk(2)
+        text = await app.metrics()
+        assert "no-such-route" not in text
+        assert (
+            metric(text, "hedgerow_requests_total", route="_unknown", **{"class": "client_error"})
+            == 60
+        )
+        # Sixty distinct unknown names and two odd outages later: not one series more.
+        assert second == first
+        routes = {s.split('route="')[1].split('"')[0] for s in second if 'route="' in s}
+        assert routes <= {*ROUTES, "_unknown"}
+
+
+async def test_queue_depth_of_the_jobs_queue_is_exported(mock: RunningMock, tmp_path: Path) -> None:
+    async with running_app(config_for(mock, tmp_path, ROUTES), FakeClock()) as app:
+        job = {"request": {"model": "chat", "messages": [{"role": "user", "content": "later"}]}}
+        async with app.session.post(app.url + "/v1/jobs", json=job) as response:
+            assert response.status == 202, await response.text()
+
+        async def queued() -> bool:
+            value = metric(await app.metrics(), "hedgerow_queue_jobs", **{"class": "queued"})
+            return value == 1
+
+        # The sampler reads the queue on its own schedule (every few seconds).
+        await until(queued, timeout=15.0, what="hedgerow_queue_jobs{class=queued} == 1")
+
+
+def test_supervisor_helpers_for_several_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    (directory / "counter_1234.db").write_bytes(b"stale")
+    (directory / "gauge_livemax_4321.db").write_bytes(b"x")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the helper sets it for children
+    assert prepare_multiprocess(str(directory)) == str(directory)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+    assert list(directory.iterdir()) == []  # stale values from a previous run are gone
+    (directory / "gauge_livemax_4321.db").write_bytes(b"x")
+    (directory / "counter_4321.db").write_bytes(b"x")
+    worker_exited(4321)
+    assert [p.name for p in directory.iterdir()] == ["counter_4321.db"]  # counts stay
+
+
+async def test_close_finishes_when_a_probe_swallows_its_cancellation(
+    mock: RunningMock, tmp_path: Path
+) -> None:
+    """CPython 3.11's ``wait_for`` can lose a cancellation; shutdown must not hang on it."""
+    config = config_for(mock, tmp_path, ROUTES)
+    started = asyncio.Event()
+
+    async def stubborn_probe() -> tuple[dict[str, int], float | None]:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed: on it goes
+            await asyncio.sleep(30)
+        return {"queued": 0}, None
+
+    async with Gateway(config) as gateway:
+        observe = Observability(gateway, config.observe)
+        observe.watch_queue(stubborn_probe)
+        await observe.start()
+        await started.wait()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await observe.close()
+        assert loop.time() - began < 3.0
+
+
+async def test_a_failing_observer_never_reaches_traffic_or_readers(
+    mock: RunningMock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_app(config_for(mock, tmp_path, ROUTES), FakeClock()) as app:
+        broken = {"left": 1}
+        on_request = app.observe.metrics.on_request
+
+        def flaky(event: Any, ttfc: Any = None) -> None:
+            if broken["left"]:
+                broken["left"] -= 1
+                raise RuntimeError("observer bug")
+            on_request(event, ttfc)
+
+        app.observe.metrics.on_request = flaky  # type: ignore[method-assign]
+        for _ in range(3):
+            assert (await app.chat()).status == 200
+        text = await app.metrics()  # the scrape takes in the queue, past the failure
+        assert (
+            metric(text, "hedgerow_requests_total", route="chat", tier="0", **{"class": "ok"}) == 2
+        )
+        assert metric(text, "hedgerow_attempts_total", route="chat", **{"class": "success"}) == 3
+    assert any("processing an event failed" in r.message for r in caplog.records)
