@@ -13,6 +13,7 @@ pub mod clock;
 pub mod error;
 pub mod outcome;
 pub mod ring;
+pub mod shared;
 pub mod window;
 
 #[cfg(feature = "python")]

@@ -12,10 +12,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::breaker::{Breaker, BreakerConfig, State};
-use crate::bucket::{mix_key, wait_secs, Decision, KeyedTokenBucket, TokenBucket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::bucket::{mix_key, wait_secs, Decision, Gcra, KeyedTokenBucket, TokenBucket};
 use crate::clock::{self, ns_to_secs, resolve_now};
 use crate::error::{non_negative, ArgError};
 use crate::outcome::Outcome;
+use crate::shared::{self, clear, gcra_acquire, trip, SharedRegion};
 use crate::window::SlidingWindow;
 
 impl From<ArgError> for PyErr {
@@ -625,8 +629,151 @@ impl PyCircuitBreaker {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// SharedState: the cross-process region of `hedgerow serve --workers N`
+
+/// State shared by every process that opens the same file (``hedgerow serve --workers N``):
+/// rate limits (GCRA, one atomic word each) and breaker trips ("open until" words).
+///
+/// ``SharedState(path, slots=4096)`` maps ``path`` (created when missing; put it under
+/// ``/dev/shm``). Every process must pass the same ``slots``. Raises ``ValueError`` when the
+/// file cannot be opened or mapped, or is not a region of that size.
+#[pyclass(frozen, name = "SharedState", module = "hedgerow._core")]
+pub struct PySharedState {
+    inner: Arc<SharedRegion>,
+    path: String,
+}
+
+#[pymethods]
+impl PySharedState {
+    #[new]
+    #[pyo3(signature = (path, slots = 4096))]
+    fn new(path: &str, slots: i64) -> PyResult<Self> {
+        let slots = usize::try_from(slots)
+            .map_err(|_| PyValueError::new_err(format!("slots must be > 0, got {slots}")))?;
+        let inner = SharedRegion::open(std::path::Path::new(path), slots)
+            .map_err(|e| PyValueError::new_err(e.0))?;
+        Ok(PySharedState {
+            inner: Arc::new(inner),
+            path: path.to_owned(),
+        })
+    }
+
+    /// A rate limit named ``name`` held in the region: ``rate`` per ``per`` seconds, ``burst``
+    /// at once (as ``TokenBucket``). Raises ``ValueError`` when the region is full.
+    #[pyo3(signature = (name, rate, per = 1.0, burst = None))]
+    fn bucket(
+        &self,
+        name: &str,
+        rate: f64,
+        per: f64,
+        burst: Option<f64>,
+    ) -> PyResult<PySharedBucket> {
+        let gcra = Gcra::new(rate, per, burst)?;
+        let key = shared::key_hash("bucket", name);
+        if self.inner.slot(key).is_none() {
+            return Err(PyValueError::new_err("shared region is full"));
+        }
+        Ok(PySharedBucket {
+            region: Arc::clone(&self.inner),
+            key,
+            gcra,
+        })
+    }
+
+    /// Record that ``name``'s breaker is open until ``until`` (monotonic seconds); a later
+    /// trip already recorded stands.
+    fn trip(&self, name: &str, until: f64) -> PyResult<()> {
+        let until = resolve_now(Some(until))?;
+        if let Some(word) = self.inner.slot(shared::key_hash("trip", name)) {
+            trip(word, until);
+        }
+        Ok(())
+    }
+
+    /// When ``name``'s latest recorded trip ends (monotonic seconds); ``None`` if none.
+    fn open_until(&self, name: &str) -> Option<f64> {
+        let word = self.inner.slot(shared::key_hash("trip", name))?;
+        match word.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(ns_to_secs(ns)),
+        }
+    }
+
+    /// Forget ``name``'s trip if it ends no later than ``until`` (a probe succeeded).
+    fn clear(&self, name: &str, until: f64) -> PyResult<()> {
+        let until = resolve_now(Some(until))?;
+        if let Some(word) = self.inner.slot(shared::key_hash("trip", name)) {
+            clear(word, until);
+        }
+        Ok(())
+    }
+
+    /// Slots in use.
+    fn used(&self) -> usize {
+        self.inner.used()
+    }
+
+    /// The region's file.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// A rate limit in a ``SharedState``: ``TokenBucket``'s hot-path methods on a shared word.
+#[pyclass(frozen, name = "SharedBucket", module = "hedgerow._core")]
+pub struct PySharedBucket {
+    region: Arc<SharedRegion>,
+    key: u64,
+    gcra: Gcra,
+}
+
+impl PySharedBucket {
+    fn decide(&self, cost: f64, now: Option<f64>) -> PyResult<Decision> {
+        let inc = self.gcra.cost_ns(cost)?;
+        let now = resolve_now(now)?;
+        match self.region.slot(self.key) {
+            Some(word) => Ok(gcra_acquire(word, &self.gcra, inc, now)),
+            None => Err(PyValueError::new_err("shared region is full")),
+        }
+    }
+}
+
+#[pymethods]
+impl PySharedBucket {
+    /// As ``TokenBucket.acquire``: 0.0 when granted, else seconds to wait.
+    #[pyo3(signature = (cost = 1.0, now = None))]
+    fn acquire(&self, cost: f64, now: Option<f64>) -> PyResult<f64> {
+        Ok(wait_secs(self.decide(cost, now)?))
+    }
+
+    /// As ``TokenBucket.try_acquire``.
+    #[pyo3(signature = (cost = 1.0, now = None))]
+    fn try_acquire(&self, cost: f64, now: Option<f64>) -> PyResult<bool> {
+        Ok(matches!(self.decide(cost, now)?, Decision::Grant(_)))
+    }
+
+    /// Tokens available now (as ``TokenBucket.remaining``; 0.0 if the region is full).
+    #[pyo3(signature = (now = None))]
+    fn remaining(&self, now: Option<f64>) -> PyResult<f64> {
+        let now = resolve_now(now)?;
+        Ok(match self.region.slot(self.key) {
+            Some(word) => self.gcra.remaining(word.load(Ordering::Relaxed), now),
+            None => 0.0,
+        })
+    }
+
+    /// Tokens per ``per`` seconds.
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.gcra.rate()
+    }
+}
+
 /// hedgerow's native resilience core: ``CircuitBreaker``, ``TokenBucket``,
-/// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic``. Import them from ``hedgerow``.
+/// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic`` (import them from ``hedgerow``),
+/// and ``SharedState`` / ``SharedBucket``, the state the workers of one host share.
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Anchor the clock to time.monotonic_ns(), read between two Instant readings.
@@ -641,5 +788,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenBucket>()?;
     m.add_class::<PyKeyedTokenBucket>()?;
     m.add_class::<PySlidingWindow>()?;
+    m.add_class::<PySharedState>()?;
+    m.add_class::<PySharedBucket>()?;
     Ok(())
 }

@@ -16,7 +16,15 @@ Outcome vocabulary (breaker and window): ``"success"``, ``"5xx"``, ``"529"``, ``
 from collections.abc import Iterable
 from typing import Literal, TypeAlias, TypedDict, final
 
-__all__ = ["CircuitBreaker", "KeyedTokenBucket", "SlidingWindow", "TokenBucket", "monotonic"]
+__all__ = [
+    "CircuitBreaker",
+    "KeyedTokenBucket",
+    "SharedBucket",
+    "SharedState",
+    "SlidingWindow",
+    "TokenBucket",
+    "monotonic",
+]
 
 _Outcome: TypeAlias = Literal["success", "5xx", "529", "429", "timeout", "other"]
 _State: TypeAlias = Literal["closed", "open", "half_open"]
@@ -288,3 +296,30 @@ class CircuitBreaker:
 
     def release(self, now: float | None = None) -> None:
         """Clear a forced state: back to closed with a fresh window (no-op when not forced)."""
+
+@final
+class SharedState:
+    """State shared by every process that maps the same file (``serve --workers N``): rate
+    limits (one GCRA word each) and breaker trips ("open until" words). ``slots`` must be the
+    same in every process. Raises ``ValueError`` when the file cannot be mapped."""
+
+    def __new__(cls, path: str, slots: int = 4096) -> SharedState: ...
+    def bucket(
+        self, name: str, rate: float, per: float = 1.0, burst: float | None = None
+    ) -> SharedBucket: ...
+    def trip(self, name: str, until: float) -> None: ...
+    def open_until(self, name: str) -> float | None: ...
+    def clear(self, name: str, until: float) -> None: ...
+    def used(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+
+@final
+class SharedBucket:
+    """A rate limit held in a ``SharedState`` (``TokenBucket``'s hot-path methods)."""
+
+    def acquire(self, cost: float = 1.0, now: float | None = None) -> float: ...
+    def try_acquire(self, cost: float = 1.0, now: float | None = None) -> bool: ...
+    def remaining(self, now: float | None = None) -> float: ...
+    @property
+    def rate(self) -> float: ...

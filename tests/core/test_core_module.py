@@ -29,6 +29,8 @@ def test_exported_names() -> None:
     assert set(_core.__all__) == {
         "CircuitBreaker",
         "KeyedTokenBucket",
+        "SharedBucket",
+        "SharedState",
         "SlidingWindow",
         "TokenBucket",
         "monotonic",

@@ -1,0 +1,96 @@
+"""Several instances (separate processes standing for separate hosts) sharing through Redis:
+one rate limit for all of them, breaker trips learnt from each other, and local limits (never
+errors) while Redis is unreachable."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.procs import free_port
+from tests.redis_server import RedisServer
+from tests.scale.conftest import Mock, chat, gateway, until, write_config
+
+LIMIT = 20  # requests per minute (burst 20)
+
+
+def _shared(redis: str, **extra: Any) -> dict[str, Any]:
+    return {"redis_url": redis, "prefix": f"t{uuid.uuid4().hex[:10]}", **extra}
+
+
+def test_two_instances_behind_one_limit_grant_no_more_than_the_limit(
+    tmp_path: Path, mock: Mock, redis_server: RedisServer
+) -> None:
+    route = {"tiers": [[{"target": "oai/gpt-5.5", "rpm": LIMIT}]]}
+    shared = _shared(redis_server.url)
+    config = write_config(tmp_path / "c.yaml", mock, route, shared=shared)
+    with (
+        gateway(config, tmp_path / "a.log") as (a, _),
+        gateway(config, tmp_path / "b.log") as (b, _),
+    ):
+        statuses = [chat(port)[0] for _ in range(2 * LIMIT) for port in (a, b)]
+    granted = statuses.count(200)
+    # The bucket refills one token every 3 s while the calls run: allow one more.
+    assert LIMIT <= granted <= LIMIT + 1, statuses
+
+
+def test_a_breaker_opened_on_one_instance_is_honoured_by_the_other_within_a_second(
+    tmp_path: Path, mock: Mock, redis_server: RedisServer
+) -> None:
+    route = {"tiers": [["oai/gpt-4.1-nano"]]}
+    breaker = {"consecutive_failures": 1, "open_base": 30, "open_max": 60}
+    shared = _shared(redis_server.url)
+    config = write_config(tmp_path / "c.yaml", mock, route, breaker=breaker, shared=shared)
+    with (
+        gateway(config, tmp_path / "a.log") as (a, _),
+        gateway(config, tmp_path / "b.log") as (b, _),
+    ):
+        assert chat(b)[0] == 200  # B is up and subscribed (it listens from its first call)
+        mock.admin("PUT", "faults/gpt-4.1-nano", {"kind": "error", "status": 500, "count": 1})
+        try:
+            assert chat(a)[0] >= 500  # A's breaker opens
+        finally:
+            mock.heal()
+        assert chat(a)[0] == 503
+        # The deployment is healthy again; B has never seen it fail, yet holds off.
+        assert until(lambda: chat(b)[0] == 503, 1.0, every=0.05)
+        before = mock.calls()
+        assert [chat(b)[0] for _ in range(5)] == [503] * 5
+        assert mock.calls() == before
+
+
+def test_unreachable_redis_falls_back_to_local_limits_without_errors(
+    tmp_path: Path, mock: Mock
+) -> None:
+    route = {"tiers": [[{"target": "oai/gpt-5.5", "rpm": 5}]]}
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    config = write_config(tmp_path / "c.yaml", mock, route, shared=_shared(dead, timeout=0.1))
+    log = tmp_path / "a.log"
+    with gateway(config, log) as (a, _):
+        statuses = [chat(a)[0] for _ in range(8)]
+    # The local limit holds (5 a minute), and nothing else fails.
+    assert statuses[:5] == [200] * 5, statuses
+    assert set(statuses[5:]) == {503}, statuses
+    assert "falling back to local rate limits" in log.read_text()
+
+
+def test_redis_going_away_mid_run_never_fails_a_request(
+    tmp_path: Path, mock: Mock, redis_server: RedisServer
+) -> None:
+    own = RedisServer(tmp_path, appendonly=False)
+    own.start()
+    route = {"tiers": [[{"target": "oai/gpt-5.5", "rpm": 1000}]]}
+    shared = _shared(own.url, timeout=0.1, retry_interval=0.2)
+    config = write_config(tmp_path / "c.yaml", mock, route, shared=shared)
+    log = tmp_path / "a.log"
+    try:
+        with gateway(config, log) as (a, _):
+            assert [chat(a)[0] for _ in range(5)] == [200] * 5
+            own.stop()
+            assert [chat(a)[0] for _ in range(10)] == [200] * 10
+            assert "falling back to local rate limits" in log.read_text()
+            own.start()
+            assert until(lambda: chat(a)[0] == 200 and "shared again" in log.read_text(), 5)
+    finally:
+        own.stop()

@@ -1,0 +1,156 @@
+"""``hedgerow serve --workers N``: one limit and one breaker across the workers, a dead worker
+restarted, a reload that drops nothing, a drain on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.scale.conftest import Mock, chat, gateway, request, until, write_config
+
+LIMIT = 30  # requests per minute (burst 30): the whole test runs well inside one minute
+
+
+def _workers(supervisor: subprocess.Popen[bytes]) -> set[int]:
+    """The supervisor's live worker processes."""
+    out = subprocess.run(
+        ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True, check=False
+    )
+    return {int(pid) for pid in out.stdout.split()}
+
+
+def _served_by_both(port: int, supervisor: subprocess.Popen[bytes]) -> None:
+    """Both workers listen (the supervisor started them) before the test measures."""
+    assert until(lambda: len(_workers(supervisor)) == 2, 10)
+    assert until(lambda: chat(port)[0] in (200, 503), 10)
+
+
+def test_rate_limit_is_the_limit_across_workers_not_n_times_it(tmp_path: Path, mock: Mock) -> None:
+    route = {"tiers": [[{"target": "oai/gpt-5.5", "rpm": LIMIT}]]}
+    config = write_config(tmp_path / "c.yaml", mock, route)
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        # Fresh connections: the kernel spreads them over both workers' sockets.
+        statuses = [chat(port)[0] for _ in range(3 * LIMIT)]
+    granted = statuses.count(200)
+    # The bucket refills 0.5 token/s while the calls run: allow one or two more.
+    assert LIMIT <= granted <= LIMIT + 2, statuses
+    assert set(statuses) <= {200, 503, 429}
+
+
+def test_a_breaker_opened_in_one_worker_is_honoured_by_the_others(
+    tmp_path: Path, mock: Mock
+) -> None:
+    route = {"tiers": [["oai/gpt-4.1-mini"]]}
+    breaker = {"consecutive_failures": 1, "open_base": 30, "open_max": 60}
+    config = write_config(tmp_path / "c.yaml", mock, route, breaker=breaker)
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        # Exactly one failure, so exactly one worker (whichever took the call) trips.
+        mock.admin("PUT", "faults/gpt-4.1-mini", {"kind": "error", "status": 500, "count": 1})
+        try:
+            assert chat(port)[0] >= 500
+        finally:
+            mock.heal()
+        # The deployment is healthy again, but every worker holds off for the open time:
+        # none of these calls (spread over both workers) reaches the simulator.
+        before = mock.calls()
+        statuses = [chat(port)[0] for _ in range(20)]
+        assert mock.calls() == before, statuses
+        assert set(statuses) == {503}
+
+
+def test_a_worker_that_dies_is_restarted(tmp_path: Path, mock: Mock) -> None:
+    config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        victim = min(_workers(proc))
+        os.kill(victim, signal.SIGKILL)
+        assert until(lambda: victim not in _workers(proc) and len(_workers(proc)) == 2, 10)
+        # The socket of the dead worker was kept open: every call is answered.
+        assert [chat(port)[0] for _ in range(20)] == [200] * 20
+        assert "restarting" in (tmp_path / "gw.log").read_text()
+
+
+def _stream(port: int, out: list[bytes]) -> None:
+    """A slow stream, read to its end."""
+    status, body = request(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "slow",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 30,
+            "stream": True,
+        },
+        timeout=30,
+    )
+    out.append(str(status).encode() + b" " + body)
+
+
+def test_sighup_reloads_the_config_without_dropping_a_request(tmp_path: Path, mock: Mock) -> None:
+    mock.admin("PUT", "models/gpt-4o", {"tokens_per_second": 15, "reply_tokens": 20})
+    routes = {"tiers": [["oai/gpt-5.5"]]}
+    config = write_config(tmp_path / "c.yaml", mock, routes)
+    raw = json.loads(config.read_text())
+    raw["routes"]["slow"] = {"tiers": [["oai/gpt-4o"]]}
+    config.write_text(json.dumps(raw))
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        old = _workers(proc)
+        streams: list[bytes] = []
+        stream = threading.Thread(target=_stream, args=(port, streams))
+        stream.start()
+        # The new config adds a route.
+        raw["routes"]["added"] = {"tiers": [["oai/gpt-5.5"]]}
+        config.write_text(json.dumps(raw))
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                statuses.append(chat(port)[0])
+
+        caller = threading.Thread(target=load)
+        caller.start()
+        try:
+            assert until(lambda: len(statuses) > 20, 10)
+            proc.send_signal(signal.SIGHUP)
+            assert until(lambda: chat(port, "added")[0] == 200, 20)
+            assert until(lambda: not (old & _workers(proc)), 20)  # the old ones drained
+            mark = len(statuses)
+            assert until(lambda: len(statuses) > mark + 20, 10)
+        finally:
+            stop.set()
+            caller.join()
+            stream.join()
+    assert statuses and set(statuses) == {200}, statuses
+    # The stream opened on an old worker ran to its end across the reload.
+    assert streams and streams[0].startswith(b"200 ") and b"[DONE]" in streams[0]
+
+
+def test_sigterm_drains_open_streams_then_exits(tmp_path: Path, mock: Mock) -> None:
+    mock.admin("PUT", "models/gpt-4o", {"tokens_per_second": 15, "reply_tokens": 20})
+    config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
+    raw = json.loads(config.read_text())
+    raw["routes"]["slow"] = {"tiers": [["oai/gpt-4o"]]}
+    config.write_text(json.dumps(raw))
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        streams: list[bytes] = []
+        threads = [threading.Thread(target=_stream, args=(port, streams)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        assert until(lambda: mock.admin("GET", "state")["models"].get("gpt-4o", {}).get(
+            "streams", 0) >= 4, 10)  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert proc.wait(timeout=20) == 0
+    assert len(streams) == 4
+    assert all(s.startswith(b"200 ") and b"[DONE]" in s for s in streams), streams
