@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMPS := .stamps
 RUST_SOURCES := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock
 
-.PHONY: all demo test test-rust test-python lint benchmark bench bench-load bench-router soak clean fmt
+.PHONY: all demo test test-rust test-python lint benchmark bench bench-load bench-speed bench-router soak clean fmt
 
 all: $(STAMPS)/build
 
@@ -58,6 +58,10 @@ benchmark bench: $(STAMPS)/build
 # Load benchmarks (processes pinned to cores; minutes, not seconds).
 bench-load: $(STAMPS)/build
 	$(BIN)/python benches/load_gateway.py $(BENCH_ARGS)
+
+# Speed and scale-out: direct / aiohttp floor / hedgerow / LiteLLM, streams, workers.
+bench-speed: $(STAMPS)/build
+	$(BIN)/python benches/speed.py $(BENCH_ARGS)
 
 bench-router: $(STAMPS)/build
 	$(BIN)/python benches/router_bench.py $(BENCH_ARGS)

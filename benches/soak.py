@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -64,10 +65,9 @@ def sample(pid: int) -> dict[str, int]:
     fds = os.listdir(f"/proc/{pid}/fd")
     sockets = 0
     for fd in fds:
-        try:
+        # A descriptor may close between the listing and the look.
+        with contextlib.suppress(FileNotFoundError):
             sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except FileNotFoundError:
-            pass  # closed between the listing and the look
     return {"rss_kib": rss, "fds": len(fds), "sockets": sockets}
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,6 +39,10 @@ def provider_config(mock: RunningMock, **overrides: Any) -> dict[str, Any]:
 
 def make_config(mock: RunningMock, routes: dict[str, Any], **extra: Any) -> Config:
     """A validated config over ``mock`` with ``routes``."""
+    # Jobs in a fresh temporary file unless the test says where: never the working directory.
+    extra.setdefault(
+        "jobs", {"path": str(Path(tempfile.mkdtemp(prefix="hedgerow-test-")) / "jobs.db")}
+    )
     raw = {"providers": provider_config(mock), "routes": routes, **extra}
     return parse_config(orjson.dumps(raw).decode(), env={})
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from hedgerow import __version__
 from hedgerow.config import Config, load_config_or_exit
+from hedgerow.demo.cli import add_demo_arguments, main_demo
 from hedgerow.jobs.cli import add_jobs_commands
 from hedgerow.security.cli import add_keys_commands
 
@@ -49,6 +50,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from hedgerow.server.app import serve
 
+    if args.worker_of:  # a worker started by `serve --workers N` (hedgerow.server.workers)
+        from hedgerow.server.workers import run_worker
+
+        sock_fd, ready_fd = (int(x) for x in args.worker_of.split(","))
+        run_worker(args.config, sock_fd, ready_fd, args.drain_seconds)
+        return 0
     config = load_config_or_exit(args.config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -65,16 +72,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"hedgerow: local mode: no gateway keys configured, anyone who reaches {host} may call it"
         )
-    print(f"hedgerow {__version__}: serving {len(config.routes)} routes on http://{host}:{port}")
+    if args.workers < 1:
+        print("hedgerow: --workers must be at least 1", file=sys.stderr)
+        return 2
+    workers = f" with {args.workers} workers" if args.workers > 1 else ""
+    print(
+        f"hedgerow {__version__}: serving {len(config.routes)} routes on http://{host}:{port}"
+        + workers
+    )
     sys.stdout.flush()
-    serve(config, host, port)
+    if args.workers > 1:
+        from hedgerow.server.workers import supervise
+
+        supervise(args.config, host, port, args.workers, args.drain_seconds)
+        return 0
+    serve(config, host, port, args.drain_seconds)
     return 0
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
     from hedgerow.selfcheck import run_selfcheck
 
     return run_selfcheck()
@@ -102,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen beyond loopback with no gateway keys configured (anyone may call it)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the port (SO_REUSEPORT) under a supervisor that restarts "
+        "them; SIGHUP reloads the config, SIGTERM drains (default 1: no supervisor)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM or a reload, how long open requests and streams may run on",
+    )
+    serve.add_argument("--_worker", dest="worker_of", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
 
     mock = sub.add_parser("mock", help="run the fault-injecting provider simulator")
@@ -113,11 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
         add_mock_arguments(mock)
         mock.set_defaults(func=main_mock)
 
-    demo = sub.add_parser("demo", help="the main job: a self-check of the native core")
-    demo.set_defaults(func=_cmd_demo)
+    demo = sub.add_parser("demo", help="the main job: replay a real outage and report")
+    add_demo_arguments(demo)
+    demo.set_defaults(func=main_demo)
+    selfcheck = sub.add_parser("selfcheck", help="exercise the native core and time it")
+    selfcheck.set_defaults(func=_cmd_selfcheck)
     add_jobs_commands(sub)
     add_keys_commands(sub)
+    _add_observe_commands(sub)
     return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Observability: `hedgerow events` and `hedgerow admin` (implemented in hedgerow.observe.cli)
+
+
+def _add_observe_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hedgerow events`` (the event log) and ``hedgerow admin`` (operator controls)."""
+    from hedgerow.observe.cli import add_observe_commands
+
+    add_observe_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

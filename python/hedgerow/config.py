@@ -30,6 +30,7 @@ __all__ = [
     "ProviderConfig",
     "RouteConfig",
     "Secret",
+    "SharedConfig",
     "Target",
     "Timeouts",
     "load_config",
@@ -449,6 +450,20 @@ class ObserveConfig(msgspec.Struct, forbid_unknown_fields=True):
     status_pages: dict[str, StatusPageConfig] = msgspec.field(default_factory=dict)
 
 
+class SharedConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """State shared between gateway instances (separate hosts) through Redis: rate limits
+    (GCRA in one Lua script, on Redis's clock) and breaker trips (pub/sub). Unset
+    ``redis_url``: nothing is shared beyond one host. When Redis cannot be reached, each
+    instance falls back to its own limits (logged, and a ``shared`` event) and retries it
+    every ``retry_interval`` seconds; users never see an error for it."""
+
+    redis_url: str | None = None
+    prefix: str = "hedgerow"
+    # Seconds one Redis call may take before the instance decides Redis is unreachable.
+    timeout: float = 0.25
+    retry_interval: float = 1.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     """The whole config file."""
 
@@ -461,6 +476,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     # Merged over DEFAULT_TIMEOUTS field by field; routes, providers and targets override.
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     observe: ObserveConfig = msgspec.field(default_factory=ObserveConfig)
+    shared: SharedConfig = msgspec.field(default_factory=SharedConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,6 +613,8 @@ def _convert(raw: dict[str, Any], yaml_text: str | None, source: str) -> Config:
         config.breaker = convert(raw["breaker"], BreakerConfig, "breaker")
     if "auth" in raw:
         config.auth = convert(raw["auth"], AuthConfig, "auth")
+    if "shared" in raw:
+        config.shared = convert(raw["shared"], SharedConfig, "shared")
     if "observe" in raw:
         config.observe = convert(raw["observe"], ObserveConfig, "observe")
     return config

@@ -154,6 +154,8 @@ def _config(mock: RunningMock, tmp: Path) -> Config:
             },
         },
         "routes": routes,
+        # The replay prints its own progress line; the per-request log would bury it.
+        "observe": {"request_log": False},
         # Simulated seconds (the replay's clock drives the breakers).
         "breaker": {
             "consecutive_failures": 5,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, NoReturn
 
 import orjson
@@ -210,7 +211,7 @@ def str_or_none(value: Any) -> str | None:
 
 def dump_json(value: Any) -> str:
     """Compact JSON text (what the IR stores as tool-call arguments)."""
-    return orjson.dumps(value).decode()
+    return json_bytes(value).decode()
 
 
 def decode_arguments(arguments: str, param: str) -> dict[str, Any]:
@@ -414,3 +415,12 @@ def kept_client_status(error: ir.ErrorInfo) -> int | None:
     if error.kind is ir.ErrorKind.AUTH and error.status == 403:
         return 403
     return None
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON bytes of ``value``: orjson, or the standard library for what orjson refuses
+    (integers beyond 64 bits, which JSON allows and a client may send in a schema)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

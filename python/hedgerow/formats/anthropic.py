@@ -68,6 +68,7 @@ __all__ = [
     "parse_error",
     "parse_request",
     "parse_response",
+    "quiet_events",
     "render_error",
     "render_request",
     "render_response",
@@ -905,3 +906,23 @@ def classify_error(status: int, error_type: str | None, message: str) -> ir.Erro
     too long``); from the type alone inside a 200 stream (unknown types: STREAM_ERROR). See
     ``_common.classify``."""
     return classify(status, error_type, message, _KIND_BY_TYPE)
+
+
+_DELTA_EVENT = b"event: content_block_delta\n"
+_PING_EVENT = b"event: ping\n"
+
+
+def quiet_events(region: bytes) -> bool:
+    """Whether a run of whole SSE events is content only, for the passthrough scanner
+    (``sse.PassthroughScanner``): every event a ``content_block_delta`` (not a tool's input,
+    which the decoder assembles) or a ``ping``, and no error anywhere. Each event's data must
+    end in ``}``, so JSON cut short is decoded and replaced rather than passed on.
+    """
+    quiet = region.count(_DELTA_EVENT) + region.count(_PING_EVENT)
+    return (
+        region.count(b"\n\n") == quiet
+        and region.count(b"}\n\n") == quiet
+        and region.count(b"event:") == quiet
+        and b"input_json_delta" not in region
+        and b'"error"' not in region
+    )

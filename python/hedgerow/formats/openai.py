@@ -73,6 +73,7 @@ __all__ = [
     "parse_error",
     "parse_request",
     "parse_response",
+    "quiet_events",
     "render_error",
     "render_request",
     "render_response",
@@ -911,3 +912,22 @@ def classify_error(status: int, error_type: str | None, message: str) -> ir.Erro
     CONTEXT_WINDOW) and message; from the type alone inside a 200 stream (vLLM's integer
     ``code`` passed as ``status`` also works). See ``_common.classify``."""
     return classify(status, error_type, message, _KIND_BY_TYPE)
+
+
+def quiet_events(region: bytes) -> bool:
+    """Whether a run of whole SSE events is content only, for the passthrough scanner
+    (``sse.PassthroughScanner``): no ``[DONE]``, error, tool call, usage or finish reason.
+
+    Counting ``"usage":null`` against ``"usage"`` keeps a real usage chunk loud even amid
+    chunks that carry a null one. Spaced JSON (``"usage": null``) counts as loud: decoded,
+    never lost. An event whose data does not end in ``}`` is loud too, so JSON cut short
+    is decoded and replaced by an error event rather than passed on.
+    """
+    return (
+        region.count(b"}\n\n") == region.count(b"\n\n")
+        and b"[DONE]" not in region
+        and b'"error"' not in region
+        and b'"tool_calls"' not in region
+        and region.count(b'"usage"') == region.count(b'"usage":null')
+        and region.count(b'"finish_reason"') == region.count(b'"finish_reason":null')
+    )

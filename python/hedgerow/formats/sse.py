@@ -16,7 +16,8 @@ once they are complete, which is also what keeps a UTF-8 sequence split across c
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -26,6 +27,7 @@ from hedgerow.formats._common import FormatError
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "BlockKind",
+    "PassthroughScanner",
     "SSEEvent",
     "SSEParser",
     "SSEStreamDecoder",
@@ -275,3 +277,82 @@ class SSEStreamDecoder:
         if self._kind is not None:
             out.append(ir.BlockStop(self._index))
             self._kind = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The passthrough fast path's light scanner.
+
+
+class _Decoder(Protocol):
+    def feed(self, chunk: bytes) -> list[ir.StreamEvent]: ...
+    def close(self) -> list[ir.StreamEvent]: ...
+
+
+class PassthroughScanner:
+    """Stands in front of a format's decoder on the passthrough path (the client's format is
+    the provider's, so the upstream bytes go to the client unchanged).
+
+    Until the first content the events are decoded one by one, as the router needs them to
+    decide whether the attempt succeeded. From the first content on, hedgerow still needs the
+    errors, the usage and the terminal event, but not the content: the scanner cuts the bytes
+    at event boundaries (``\\n\\n``) and asks the format's ``quiet(events)`` (a few
+    ``bytes.count`` / ``in`` tests, in C) whether whole events are content only; those are
+    dropped unparsed, the rest go to the decoder. When in doubt a format answers "not quiet",
+    so the decoder sees at least what matters; an event whose JSON is cut short is never
+    quiet, so it is decoded (and replaced by an error event) rather than passed on.
+
+    Framing with ``\\r`` (no LLM API sends it, but upstream bytes are untrusted) and an
+    event past ``DEFAULT_MAX_EVENT_BYTES`` hand everything to the decoder from then on.
+    """
+
+    __slots__ = ("_committed", "_decoder", "_full", "_pending", "_quiet")
+
+    def __init__(self, decoder: _Decoder, quiet: Callable[[bytes], bool]) -> None:
+        self._decoder = decoder
+        self._quiet = quiet
+        self._pending = b""
+        self._committed = False
+        self._full = False
+
+    def feed(self, chunk: bytes) -> list[ir.StreamEvent]:
+        """The IR events of ``chunk`` that matter (see the class)."""
+        if self._full:
+            return self._decoder.feed(chunk)
+        data = self._pending + chunk if self._pending else chunk
+        end = data.rfind(b"\n\n")
+        if b"\r" in data or (end < 0 and len(data) > DEFAULT_MAX_EVENT_BYTES):
+            self._full = True
+            self._pending = b""
+            return self._decoder.feed(data)
+        if end < 0:
+            self._pending = data
+            return []
+        end += 2
+        self._pending = data[end:]
+        region = data[:end] if end < len(data) else data
+        quiet = self._quiet
+        if self._committed and quiet(region):
+            return []
+        out: list[ir.StreamEvent] = []
+        decoder = self._decoder
+        for part in region.split(b"\n\n"):
+            if not part:
+                continue
+            event = part + b"\n\n"
+            if self._committed:
+                if not quiet(event):
+                    out += decoder.feed(event)
+                continue
+            events = decoder.feed(event)
+            out += events
+            if any(ir.is_content(e) or isinstance(e, ir.MessageEnd) for e in events):
+                self._committed = True
+        return out
+
+    def close(self) -> list[ir.StreamEvent]:
+        """End of the stream: the decoder's last events (or its ``MALFORMED``)."""
+        out: list[ir.StreamEvent] = []
+        if self._pending:
+            out = self._decoder.feed(self._pending)
+            self._pending = b""
+        return out + self._decoder.close()

@@ -10,13 +10,13 @@ from types import ModuleType
 from typing import Any
 
 import msgspec
-import orjson
 
 from hedgerow import ir
 from hedgerow.config import ProviderConfig
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import gemini as gemini_format
 from hedgerow.formats import openai as openai_format
+from hedgerow.formats._common import json_bytes
 
 __all__ = ["Adapter", "format_module"]
 
@@ -99,10 +99,10 @@ class Adapter:
             )
         else:
             body = self.fmt.render_request(request, model)
-        return orjson.dumps(body)
+        return json_bytes(body)
 
     def passthrough_body(self, raw: dict[str, Any], model: str) -> bytes:
         """The client's own body with only the model replaced (formats match: no rewrite)."""
         if raw.get("model") != model:
             raw = {**raw, "model": model}
-        return orjson.dumps(raw)
+        return json_bytes(raw)

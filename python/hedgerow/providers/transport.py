@@ -6,6 +6,7 @@ Every failure leaves this module as an ``UpstreamError`` carrying a classified
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -37,7 +38,10 @@ class ClientPool:
     Created lazily inside the running loop, since an aiohttp session belongs to one loop.
     """
 
-    def __init__(self, limit: int = 1024, limit_per_host: int = 0) -> None:
+    # No cap by default: every open attempt holds one connection, so a cap would queue calls
+    # (5,000 open streams need 5,000 upstream connections); the server's own limits and the
+    # route's rate limits bound the calls.
+    def __init__(self, limit: int = 0, limit_per_host: int = 0) -> None:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
@@ -83,6 +87,9 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole body (bounded by ``MAX_RESPONSE_BYTES``)."""
         try:
+            length = self._response.content_length
+            if length is not None and length <= MAX_RESPONSE_BYTES:
+                return await self._response.read()  # announced and small enough: one read
             chunks: list[bytes] = []
             size = 0
             async for chunk in self._response.content.iter_any():
@@ -119,6 +126,12 @@ class UpstreamResponse:
         self._response.close()
 
 
+@functools.lru_cache(maxsize=256)
+def _client_timeout(connect: float | None, idle: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's per-call timeout, made once per distinct setting (it is immutable)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=idle)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -140,11 +153,7 @@ async def open_call(
     ``idle`` timeout becomes aiohttp's per-read timeout, so a stalled stream fails.
     """
     session = pool.session()
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=timeouts.connect,
-        sock_read=timeouts.idle,
-    )
+    timeout = _client_timeout(timeouts.connect, timeouts.idle)
     try:
         response = await session.post(url, data=body, headers=adapter.headers, timeout=timeout)
     except aiohttp.ServerTimeoutError as exc:

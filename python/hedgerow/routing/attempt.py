@@ -15,6 +15,7 @@ import orjson
 from hedgerow import ir
 from hedgerow.config import Timeouts
 from hedgerow.formats import FormatError
+from hedgerow.formats.sse import PassthroughScanner
 from hedgerow.providers import ClientPool, UpstreamError, UpstreamResponse, open_call
 from hedgerow.routing.deployment import Deployment
 
@@ -96,53 +97,80 @@ class StreamAttempt:
 
     The decoder's ``close()`` runs when the upstream ends, so a stream cut before its
     terminal event yields a final ``StreamError`` instead of a clean-looking end.
+
+    On the passthrough path (``light``) a ``PassthroughScanner`` stands in front of the
+    decoder: the bytes go to the client as they are, and past the first content only the
+    events that can carry an error, the usage or the end are decoded.
     """
 
-    __slots__ = ("_deadline", "_decoder", "deployment", "response")
+    __slots__ = ("_deadline", "_decoder", "_scanner", "deployment", "response")
 
     def __init__(
-        self, deployment: Deployment, response: UpstreamResponse, deadline: float | None
+        self,
+        deployment: Deployment,
+        response: UpstreamResponse,
+        deadline: float | None,
+        light: bool = False,
     ) -> None:
         self.deployment = deployment
         self.response = response
         self._decoder = deployment.adapter.fmt.StreamDecoder()
+        self._scanner: PassthroughScanner | None = None
+        quiet = getattr(deployment.adapter.fmt, "quiet_events", None)
+        if light and quiet is not None:
+            self._scanner = PassthroughScanner(self._decoder, quiet)
         self._deadline = deadline
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        """The stream as it arrives, bounded by the attempt's total deadline."""
-        decoder = self._decoder
+        """The stream as it arrives, bounded by the attempt's total deadline.
+
+        The deadline is one timer for the whole stream (not a timeout per read): when it
+        fires, the connection is dropped and the stream ends with a ``TIMEOUT`` error.
+        """
         iterator = self.response.chunks().__aiter__()
-        deadline = self._deadline
-        while True:
-            try:
-                if deadline is None:
+        expired = False
+        timer: asyncio.TimerHandle | None = None
+        if self._deadline is not None:
+
+            def expire() -> None:
+                nonlocal expired
+                expired = True
+                self.response.close()
+
+            timer = asyncio.get_running_loop().call_at(self._deadline, expire)
+        try:
+            while True:
+                try:
                     raw = await iterator.__anext__()
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        raw = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                yield (
-                    None,
-                    [
-                        ir.StreamError(
-                            ir.ErrorInfo(
-                                ir.ErrorKind.TIMEOUT,
-                                f"{self.deployment.key}: stream exceeded its total time limit",
-                            )
-                        )
-                    ],
-                )
-                return
-            except UpstreamError as exc:
-                yield None, [ir.StreamError(exc.info)]
-                return
-            events = decoder.feed(raw)
-            yield raw, events
-        tail = decoder.close()
+                except StopAsyncIteration:
+                    if expired:
+                        yield None, [self._timed_out()]
+                        return
+                    break
+                except UpstreamError as exc:
+                    yield None, [self._timed_out() if expired else ir.StreamError(exc.info)]
+                    return
+                if expired:
+                    yield None, [self._timed_out()]
+                    return
+                scanner = self._scanner
+                events = self._decoder.feed(raw) if scanner is None else scanner.feed(raw)
+                yield raw, events
+        finally:
+            if timer is not None:
+                timer.cancel()
+        scanner = self._scanner
+        tail = self._decoder.close() if scanner is None else scanner.close()
         if tail:
             yield None, tail
+
+    def _timed_out(self) -> ir.StreamError:
+        return ir.StreamError(
+            ir.ErrorInfo(
+                ir.ErrorKind.TIMEOUT,
+                f"{self.deployment.key}: stream exceeded its total time limit",
+            )
+        )
 
     def close(self) -> None:
         """Drop the upstream connection (used when the attempt loses or the client leaves)."""
@@ -155,11 +183,13 @@ async def open_stream(
     request: ir.ChatRequest,
     raw: dict[str, Any] | None,
     timeouts: Timeouts,
+    light: bool = False,
 ) -> StreamAttempt:
     """Send a streamed request and wait for its headers.
 
     The caller bounds this wait by the first-content deadline; the attempt's total deadline
-    starts now and bounds the whole stream.
+    starts now and bounds the whole stream. ``light``: the bytes will pass through to the
+    client and nothing needs the content decoded (see ``StreamAttempt``).
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeouts.total is None else loop.time() + timeouts.total
@@ -171,4 +201,4 @@ async def open_stream(
         _body(deployment, request, raw, True),
         timeouts,
     )
-    return StreamAttempt(deployment, upstream, deadline)
+    return StreamAttempt(deployment, upstream, deadline, light)

@@ -32,6 +32,7 @@ from hedgerow.routing.degrade import JobSink, Minimal, ResponseCache, request_ke
 from hedgerow.routing.deployment import Candidate, Deployment, RoutePlan
 from hedgerow.routing.events import Event, EventBus
 from hedgerow.routing.health import Health, outcome_of
+from hedgerow.routing.shared import RemoteHealth, SharedHealth, open_region
 from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["ChatResult", "Gateway", "GatewayError", "Served", "StreamReply"]
@@ -217,11 +218,21 @@ class Gateway:
         pool: ClientPool | None = None,
         clock: Clock | None = None,
         job_sink: JobSink | None = None,
+        shared: SharedHealth | None = None,
     ) -> None:
         self.config = config
         self.pool = pool or ClientPool()
         self.clock: Clock = clock or monotonic
         self.events = EventBus()
+        if shared is None:
+            # The supervisor of `serve --workers N` names a host-wide region; `shared.redis_url`
+            # shares with other instances.
+            remote = None
+            if config.shared.redis_url:
+                remote = RemoteHealth(config.shared, self.clock)
+                remote.on_change = self._shared_changed
+            shared = SharedHealth(open_region(), remote)
+        self.shared = shared
         self.adapters = {name: Adapter(name, p) for name, p in config.providers.items()}
         self.deployments: dict[str, Deployment] = {}
         self.routes: dict[str, RoutePlan] = {}
@@ -241,7 +252,9 @@ class Gateway:
                 deployment = self.deployments.get(target.target)
                 if deployment is None:
                     breaker = adapter.config.breaker or config.breaker
-                    health = Health(breaker, rpm=target.rpm, tpm=target.tpm)
+                    health = Health(
+                        breaker, rpm=target.rpm, tpm=target.tpm, key=target.target, shared=shared
+                    )
                     deployment = Deployment(adapter, target.model, health)
                     self.deployments[target.target] = deployment
                 return Candidate(deployment, tier, target.weight, timeouts, target.context_window)
@@ -275,10 +288,26 @@ class Gateway:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the upstream connection pool and any on-disk cache."""
+        """Close the upstream connection pool, any on-disk cache and the link to Redis."""
         await self.pool.close()
+        if self.shared.remote is not None:
+            await self.shared.remote.aclose()
         for cache in self._caches:
             cache.close()
+
+    def _shared_changed(self, available: bool, reason: str) -> None:
+        """Redis (the state shared with other instances) went away or came back."""
+        self.events.emit(
+            "shared", None, state="shared" if available else "local", reason=reason or None
+        )
+
+    def shared_status(self) -> dict[str, Any]:
+        """What this process shares and whether it can right now (for health endpoints)."""
+        remote = self.shared.remote
+        return {
+            "workers_region": self.shared.region.path if self.shared.region is not None else None,
+            "redis": None if remote is None else ("shared" if remote.available else "local"),
+        }
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         """Hear every router event (failover, hedge, retry, breaker, degraded, ...)."""
@@ -455,6 +484,8 @@ class Gateway:
     ) -> ChatResult | StreamReply:
         plan = self.plan(request.model)
         loop = asyncio.get_running_loop()
+        if self.shared.remote is not None:
+            self.shared.remote.start()
         now = self.clock()
         plan.retry_budget.request(now)
         if plan.hedge_budget is not None:
@@ -523,7 +554,11 @@ class Gateway:
                     if window is not None and state.tokens > window:
                         state.need_context = True
                         continue
-                    wait = candidate.deployment.health.admit(self.clock(), state.tokens)
+                    health = candidate.deployment.health
+                    if health.shared is not None and health.shared.remote is not None:
+                        wait = await health.remote_admit(self.clock(), state.tokens)
+                    else:
+                        wait = health.admit(self.clock(), state.tokens)
                     if wait == 0.0:
                         yield candidate
                     elif not math.isinf(wait):
@@ -574,6 +609,8 @@ class Gateway:
         stream: bool,
     ) -> ChatResult | StreamReply | None:
         """Walk the candidates once, hedging a late first content; the winner or ``None``."""
+        if plan.hedge is None:
+            return await self._walk(plan, state, request, client_format, raw, stream)
         loop = asyncio.get_running_loop()
         candidates = self._candidates(plan, state)
         pending: dict[asyncio.Task[ChatResult | StreamReply], tuple[Candidate, float]] = {}
@@ -612,7 +649,7 @@ class Gateway:
         try:
             if not await start_next():
                 return None
-            hedge = plan.hedge
+            hedge: HedgeConfig | None = plan.hedge
             while pending:
                 timeout: float | None = None
                 if hedge is not None and len(pending) == 1 and not state.hedged:
@@ -681,6 +718,71 @@ class Gateway:
                         _discard(result)
             await candidates.aclose()
 
+    async def _walk(
+        self,
+        plan: RoutePlan,
+        state: _Request,
+        request: ir.ChatRequest,
+        client_format: str | None,
+        raw: dict[str, Any] | None,
+        stream: bool,
+    ) -> ChatResult | StreamReply | None:
+        """``_race`` for a route that never hedges: one attempt at a time, awaited in place.
+
+        Nothing runs concurrently, so no task and no wait set are needed (they cost more than
+        the rest of the router on a fast upstream); failures and the deadline are handled as
+        in ``_race``.
+        """
+        candidates = self._candidates(plan, state)
+        try:
+            async for candidate in candidates:
+                state.attempts += 1
+                if state.attempts > 1:
+                    self.events.emit(
+                        "failover",
+                        plan.name,
+                        candidate.deployment.key,
+                        tier=candidate.tier,
+                        after=state.last.kind.value if state.last else None,
+                    )
+                passthrough = (
+                    raw is not None and candidate.deployment.adapter.wire_format == client_format
+                )
+                call = self._attempt(
+                    plan,
+                    candidate,
+                    state,
+                    request,
+                    raw if passthrough else None,
+                    stream,
+                    passthrough,
+                )
+                try:
+                    if state.deadline is None:
+                        return await call
+                    limit = asyncio.timeout_at(state.deadline)
+                    try:
+                        async with limit:
+                            return await call
+                    except TimeoutError:
+                        if not limit.expired():
+                            raise
+                        state.last = ir.ErrorInfo(
+                            ir.ErrorKind.TIMEOUT,
+                            f"route {plan.name!r}: no answer within its {plan.deadline}s deadline",
+                        )
+                        return None
+                except UpstreamError as error:
+                    info = error.info
+                    state.last = info
+                    if info.kind is ir.ErrorKind.CONTEXT_WINDOW:
+                        state.need_context = True
+                    if plan.treatment[info.kind] == "return":
+                        raise GatewayError(info, state.attempts, plan.name) from None
+            return None
+        finally:
+            await candidates.aclose()
+
     async def _attempt(
         self,
         plan: RoutePlan,
@@ -699,7 +801,11 @@ class Gateway:
         health.in_flight += 1
         try:
             if stream:
-                attempt, held, rest = await self._until_first_content(candidate, request, raw)
+                # Bytes that pass through with no cache to fill: decode only what matters.
+                light = passthrough and plan.cache is None
+                attempt, held, rest = await self._until_first_content(
+                    candidate, request, raw, light
+                )
             else:
                 response, data = await complete_once(
                     self.pool, deployment, request, raw, candidate.timeouts
@@ -786,7 +892,11 @@ class Gateway:
             )
 
     async def _until_first_content(
-        self, candidate: Candidate, request: ir.ChatRequest, raw: dict[str, Any] | None
+        self,
+        candidate: Candidate,
+        request: ir.ChatRequest,
+        raw: dict[str, Any] | None,
+        light: bool = False,
     ) -> tuple[StreamAttempt, list[Chunk], AsyncIterator[Chunk]]:
         """Open a stream and hold its chunks back until content (or a clean empty end).
 
@@ -799,7 +909,9 @@ class Gateway:
         held: list[Chunk] = []
         try:
             async with asyncio.timeout(timeouts.first_content):
-                attempt = await open_stream(self.pool, candidate.deployment, request, raw, timeouts)
+                attempt = await open_stream(
+                    self.pool, candidate.deployment, request, raw, timeouts, light
+                )
                 chunks = attempt.chunks().__aiter__()
                 # Not closed on return: the same iterator carries the rest of the stream.
                 async for raw_bytes, events in chunks:

@@ -11,8 +11,10 @@ import math
 from typing import Literal
 
 from hedgerow import CircuitBreaker, SlidingWindow, TokenBucket
+from hedgerow._core import SharedBucket
 from hedgerow.config import BreakerConfig
 from hedgerow.ir import ErrorInfo, ErrorKind
+from hedgerow.routing.shared import SharedHealth
 
 __all__ = ["Health", "Outcome", "outcome_of"]
 
@@ -62,15 +64,27 @@ class Health:
         "_ttfc_p95",
         "breaker",
         "in_flight",
+        "key",
+        "local_rpm",
+        "local_tpm",
         "paused_until",
         "rpm",
+        "rpm_rate",
+        "shared",
         "tpm",
+        "tpm_rate",
         "ttfc",
         "window",
     )
 
     def __init__(
-        self, breaker: BreakerConfig, rpm: float | None = None, tpm: float | None = None
+        self,
+        breaker: BreakerConfig,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        *,
+        key: str = "",
+        shared: SharedHealth | None = None,
     ) -> None:
         self.breaker = CircuitBreaker(
             failure_rate_threshold=breaker.failure_rate,
@@ -84,8 +98,22 @@ class Health:
         )
         self.window = SlidingWindow(window=breaker.window, slots=60)
         self.ttfc = SlidingWindow(window=300.0, slots=60)
-        self.rpm = TokenBucket(rpm, per=60.0) if rpm else None
-        self.tpm = TokenBucket(tpm, per=60.0) if tpm else None
+        # With other copies of the gateway, ``rpm``/``tpm`` are the shared limits (a host's
+        # region, else local here and Redis in ``remote_limit``); ``local_*`` are this
+        # process's own, the fallback when Redis is unreachable.
+        self.key = key
+        self.shared = shared if shared is not None and shared.active else None
+        self.rpm_rate = rpm
+        self.tpm_rate = tpm
+        self.local_rpm = TokenBucket(rpm, per=60.0) if rpm else None
+        self.local_tpm = TokenBucket(tpm, per=60.0) if tpm else None
+        self.rpm: TokenBucket | SharedBucket | None = self.local_rpm
+        self.tpm: TokenBucket | SharedBucket | None = self.local_tpm
+        if self.shared is not None:
+            if rpm:
+                self.rpm = self.shared.bucket(f"rpm:{key}", rpm, 60.0) or self.local_rpm
+            if tpm:
+                self.tpm = self.shared.bucket(f"tpm:{key}", tpm, 60.0) or self.local_tpm
         self.in_flight = 0
         self.paused_until = 0.0
         self._p50: float | None = None
@@ -98,6 +126,10 @@ class Health:
         is open with no known end (forced)."""
         if self.paused_until > now:
             return self.paused_until - now
+        if self.shared is not None:
+            until = self.shared.open_until(self.key)
+            if until is not None and until > now:
+                return until - now  # another copy's breaker opened
         if self.breaker.state_at(now) == "open":
             until = self.breaker.snapshot(now)["open_until"]
             return math.inf if until is None else max(0.0, until - now)
@@ -112,6 +144,15 @@ class Health:
         wait = self.wait(now)
         if wait > 0:
             return wait
+        wait = self.limit(now, tokens)
+        if wait > 0:
+            return wait
+        if not self.breaker.allow(now):
+            return math.inf
+        return 0.0
+
+    def limit(self, now: float, tokens: int) -> float:
+        """Take one request (and ``tokens``) from the rate limits: 0.0, or seconds to wait."""
         if self.rpm is not None:
             wait = self.rpm.acquire(1.0, now)
             if wait > 0:
@@ -120,6 +161,30 @@ class Health:
             wait = self.tpm.acquire(float(tokens), now)
             if wait > 0:
                 return wait
+        return 0.0
+
+    async def remote_admit(self, now: float, tokens: int) -> float:
+        """``admit`` with the limits held in Redis (several instances); this process's own
+        limits stand in while Redis is unreachable."""
+        wait = self.wait(now)
+        if wait > 0:
+            return wait
+        remote = self.shared.remote if self.shared is not None else None
+        assert remote is not None
+        wait = 0.0
+        fallback = False
+        if self.rpm_rate:
+            got = await remote.acquire(f"rpm:{self.key}", self.rpm_rate, 60.0, 1.0)
+            fallback = got is None
+            wait = got or 0.0
+        if not wait and not fallback and self.tpm_rate and tokens:
+            got = await remote.acquire(f"tpm:{self.key}", self.tpm_rate, 60.0, float(tokens))
+            fallback = got is None
+            wait = got or 0.0
+        if fallback:
+            wait = self.limit(now, tokens)
+        if wait > 0:
+            return wait
         if not self.breaker.allow(now):
             return math.inf
         return 0.0
@@ -127,7 +192,15 @@ class Health:
     def record(self, outcome: Outcome, latency: float, now: float) -> str | None:
         """Count one call's outcome; returns the breaker's new state on a transition."""
         self.window.record(outcome, latency, now)
-        return self.breaker.record(outcome, latency, now)
+        transition = self.breaker.record(outcome, latency, now)
+        if transition is not None and self.shared is not None:
+            if transition == "open":
+                until = self.breaker.snapshot(now)["open_until"]
+                if until is not None:
+                    self.shared.tripped(self.key, until, now)
+            elif transition == "closed":
+                self.shared.recovered(self.key, now)
+        return transition
 
     def record_ttfc(self, seconds: float, now: float) -> None:
         """Count a time to first content."""

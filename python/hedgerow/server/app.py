@@ -16,6 +16,9 @@ from hedgerow.formats import FormatError
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.jobs.api import QueueSink, open_queue
+from hedgerow.observe import install_observability
+from hedgerow.observe.logs import configure_logging
+from hedgerow.observe.redact import Redactor, config_secrets
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.security import KeyGuard, KeyStore
 from hedgerow.server.auth import GUARD_KEY, authenticate
@@ -152,6 +155,7 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    install_observability(app, gateway, config)
 
     # Background jobs: POST /v1/jobs, the router's `queue` degradation, in-process workers.
     queue = open_queue(config.jobs)
@@ -178,16 +182,23 @@ def install_uvloop() -> bool:
     return True
 
 
-def serve(config: Config, host: str, port: int) -> None:
-    """Run the gateway server until interrupted."""
+def serve(config: Config, host: str, port: int, drain: float = 10.0) -> None:
+    """Run the gateway server until interrupted; open requests and streams get ``drain``
+    seconds to finish."""
     install_uvloop()
+    # hedgerow's own logs as JSON lines with every configured secret masked.
+    listener = configure_logging(Redactor(config_secrets(config)))
     app = create_app(Gateway(config), config)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=10.0,
-    )
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=drain,
+            backlog=4096,  # a burst of new connections (thousands of streams) is queued
+        )
+    finally:
+        listener.stop()

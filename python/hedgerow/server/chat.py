@@ -21,6 +21,8 @@ BODY_TIMEOUT_KEY: web.AppKey[float] = web.AppKey("body_timeout", float)
 async def read_body(request: web.Request) -> bytes:
     """The body, or ``GatewayError`` (413) past the app's ``client_max_size``."""
     try:
+        if request.content.is_eof():
+            return await request.read()  # already all here (the usual case): no timer needed
         async with asyncio.timeout(request.app[BODY_TIMEOUT_KEY]):
             return await request.read()
     except TimeoutError:

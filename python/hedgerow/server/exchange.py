@@ -10,6 +10,8 @@ When the serving provider speaks the client's format the upstream bytes go throu
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,9 +68,31 @@ class Exchange:
             self.on_close()
 
 
+class _Ids:
+    """Unique ids without a system call per request: a random per-process prefix and a
+    counter (24 hex digits in all, the shape the SDKs show). ``secrets.token_hex`` per request
+    cost more than the whole router; ids identify, they do not authenticate. A forked child
+    draws a prefix of its own."""
+
+    prefix = secrets.token_hex(6)
+    counter = itertools.count(1)
+
+    @classmethod
+    def reseed(cls) -> None:
+        cls.prefix = secrets.token_hex(6)
+        cls.counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_Ids.reseed)
+
+
+def _next_id() -> str:
+    return f"{_Ids.prefix}{next(_Ids.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
 def new_request_id() -> str:
     """A fresh request id (sent as ``x-request-id`` and ``request-id``)."""
-    return "req_" + secrets.token_hex(12)
+    return "req_" + _next_id()
 
 
 def bad_request(message: str, param: str | None = None, status: int = 400) -> ir.ErrorInfo:
@@ -283,10 +307,18 @@ async def _encode_stream(
     upstream's own on the fast path), never a clean-looking end.
     """
     served = reply.served
-    encoder = fmt.StreamEncoder(
-        id=_response_id(fmt.NAME), model=served.model, include_usage=chat.include_usage
-    )
     passthrough = served.passthrough
+    # The passthrough path forwards the upstream's bytes: an encoder is made only if needed.
+    encoder: Any = None
+
+    def encode(events: list[ir.StreamEvent]) -> bytes:
+        nonlocal encoder
+        if encoder is None:
+            encoder = fmt.StreamEncoder(
+                id=_response_id(fmt.NAME), model=served.model, include_usage=chat.include_usage
+            )
+        return b"".join([encoder.encode(e) for e in events])
+
     failed: ir.StreamError | None = None
     usage: ir.Usage | None = None
     try:
@@ -299,11 +331,11 @@ async def _encode_stream(
                 # Garbage must not reach the client: a chunk that did not decode is replaced
                 # by an error event of the client's format (the stream is over either way).
                 if failed is not None and failed.error.kind is ir.ErrorKind.MALFORMED:
-                    out = encoder.encode(failed)
+                    out = encode([failed])
                 else:
                     out = raw
             else:
-                out = b"".join([encoder.encode(e) for e in events])
+                out = encode(events)
             if out:
                 yield out
             if failed is not None:
@@ -314,5 +346,5 @@ async def _encode_stream(
 
 def _response_id(fmt_name: str) -> str:
     if fmt_name == "anthropic":
-        return "msg_" + secrets.token_hex(12)
-    return "chatcmpl-" + secrets.token_hex(12)
+        return "msg_" + _next_id()
+    return "chatcmpl-" + _next_id()
