@@ -143,11 +143,16 @@ def test_sigterm_drains_open_streams_then_exits(tmp_path: Path, mock: Mock) -> N
     with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
         assert until(lambda: len(_workers(proc)) == 2, 10)
         streams: list[bytes] = []
+
+        def upstream_streams() -> int:
+            return int(mock.admin("GET", "state")["models"].get("gpt-4o", {}).get("streams", 0))
+
+        # The simulator is shared by the module's tests: count from what is there now.
+        before = upstream_streams()
         threads = [threading.Thread(target=_stream, args=(port, streams)) for _ in range(4)]
         for t in threads:
             t.start()
-        assert until(lambda: mock.admin("GET", "state")["models"].get("gpt-4o", {}).get(
-            "streams", 0) >= 4, 10)  # fmt: skip
+        assert until(lambda: upstream_streams() >= before + 4, 10)
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join()
