@@ -50,6 +50,7 @@ def summarise(replay: Replay) -> dict[str, Any]:
             "at": at,
             "clock": _clock(at),
             "rule": e.detail.get("rule") or e.kind,
+            "state": e.detail.get("state") or "firing",
             "target": e.deployment or e.route,
         }
         for at, e in replay.events
@@ -145,9 +146,11 @@ def text_report(figures: dict[str, Any]) -> str:
         f"Status page incident (as the provider would post it): {figures['status_page_at']['clock']}"
     )
     if figures["alerts"]:
-        lines.append("Alerts fired:")
+        lines.append("Alerts (relative to the outage start):")
         for alert in figures["alerts"]:
-            lines.append(f"  {alert['clock']}  {alert['rule']} on {alert['target']}")
+            lines.append(
+                f"  {alert['clock']}  {alert['rule']} {alert['state']} on {alert['target']}"
+            )
     jobs = figures["jobs"]
     lines += [
         "",
