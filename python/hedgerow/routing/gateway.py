@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, Literal
 
 import msgspec
@@ -620,30 +620,8 @@ class Gateway:
                 candidate = await candidates.__anext__()
             except StopAsyncIteration:
                 return False
-            state.attempts += 1
-            if state.attempts > 1 and not hedge:
-                self.events.emit(
-                    "failover",
-                    plan.name,
-                    candidate.deployment.key,
-                    tier=candidate.tier,
-                    after=state.last.kind.value if state.last else None,
-                )
-            passthrough = (
-                raw is not None and candidate.deployment.adapter.wire_format == client_format
-            )
-            task = asyncio.create_task(
-                self._attempt(
-                    plan,
-                    candidate,
-                    state,
-                    request,
-                    raw if passthrough else None,
-                    stream,
-                    passthrough,
-                )
-            )
-            pending[task] = (candidate, loop.time())
+            call = self._call(plan, state, candidate, request, client_format, raw, stream, hedge)
+            pending[asyncio.create_task(call)] = (candidate, loop.time())
             return True
 
         try:
@@ -663,10 +641,7 @@ class Gateway:
                 )
                 if not done:
                     if state.deadline is not None and loop.time() >= state.deadline:
-                        state.last = ir.ErrorInfo(
-                            ir.ErrorKind.TIMEOUT,
-                            f"route {plan.name!r}: no answer within its {plan.deadline}s deadline",
-                        )
+                        state.last = _deadline_error(plan)
                         return None
                     budget = plan.hedge_budget
                     if (
@@ -694,12 +669,7 @@ class Gateway:
                         continue
                     if not isinstance(error, UpstreamError):
                         raise error
-                    info = error.info
-                    state.last = info
-                    if info.kind is ir.ErrorKind.CONTEXT_WINDOW:
-                        state.need_context = True
-                    if plan.treatment[info.kind] == "return":
-                        raise GatewayError(info, state.attempts, plan.name)
+                    self._failed(plan, state, error.info)
                 if winner is not None:
                     return winner
                 if not pending and not await start_next():
@@ -736,27 +706,7 @@ class Gateway:
         candidates = self._candidates(plan, state)
         try:
             async for candidate in candidates:
-                state.attempts += 1
-                if state.attempts > 1:
-                    self.events.emit(
-                        "failover",
-                        plan.name,
-                        candidate.deployment.key,
-                        tier=candidate.tier,
-                        after=state.last.kind.value if state.last else None,
-                    )
-                passthrough = (
-                    raw is not None and candidate.deployment.adapter.wire_format == client_format
-                )
-                call = self._attempt(
-                    plan,
-                    candidate,
-                    state,
-                    request,
-                    raw if passthrough else None,
-                    stream,
-                    passthrough,
-                )
+                call = self._call(plan, state, candidate, request, client_format, raw, stream)
                 try:
                     if state.deadline is None:
                         return await call
@@ -767,21 +717,49 @@ class Gateway:
                     except TimeoutError:
                         if not limit.expired():
                             raise
-                        state.last = ir.ErrorInfo(
-                            ir.ErrorKind.TIMEOUT,
-                            f"route {plan.name!r}: no answer within its {plan.deadline}s deadline",
-                        )
+                        state.last = _deadline_error(plan)
                         return None
                 except UpstreamError as error:
-                    info = error.info
-                    state.last = info
-                    if info.kind is ir.ErrorKind.CONTEXT_WINDOW:
-                        state.need_context = True
-                    if plan.treatment[info.kind] == "return":
-                        raise GatewayError(info, state.attempts, plan.name) from None
+                    self._failed(plan, state, error.info)
             return None
         finally:
             await candidates.aclose()
+
+    def _call(
+        self,
+        plan: RoutePlan,
+        state: _Request,
+        candidate: Candidate,
+        request: ir.ChatRequest,
+        client_format: str | None,
+        raw: dict[str, Any] | None,
+        stream: bool,
+        hedge: bool = False,
+    ) -> Coroutine[Any, Any, ChatResult | StreamReply]:
+        """Count an attempt at ``candidate`` (a failover when it is not the first and not a
+        hedge) and return the call that makes it."""
+        state.attempts += 1
+        if state.attempts > 1 and not hedge:
+            self.events.emit(
+                "failover",
+                plan.name,
+                candidate.deployment.key,
+                tier=candidate.tier,
+                after=state.last.kind.value if state.last else None,
+            )
+        passthrough = raw is not None and candidate.deployment.adapter.wire_format == client_format
+        return self._attempt(
+            plan, candidate, state, request, raw if passthrough else None, stream, passthrough
+        )
+
+    @staticmethod
+    def _failed(plan: RoutePlan, state: _Request, info: ir.ErrorInfo) -> None:
+        """Take in an attempt's failure; a class treated as ``return`` ends the request."""
+        state.last = info
+        if info.kind is ir.ErrorKind.CONTEXT_WINDOW:
+            state.need_context = True
+        if plan.treatment[info.kind] == "return":
+            raise GatewayError(info, state.attempts, plan.name)
 
     async def _attempt(
         self,
@@ -1008,3 +986,10 @@ def _discard(result: ChatResult | StreamReply) -> None:
     """Release a result nobody will read (a hedge that finished second)."""
     if isinstance(result, StreamReply):
         result.close()
+
+
+def _deadline_error(plan: RoutePlan) -> ir.ErrorInfo:
+    return ir.ErrorInfo(
+        ir.ErrorKind.TIMEOUT,
+        f"route {plan.name!r}: no answer within its {plan.deadline}s deadline",
+    )
