@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,27 @@ async def test_revocation_is_seen_by_another_process_store(store_path: str) -> N
     assert reader.lookup(key) is None
     reader.close()
     writer.close()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """What a browser sends after its login prompt."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"authorization": f"Basic {token}"}
+
+
+async def test_a_browser_opens_the_dashboard_with_the_key_as_password(
+    gw: RunningGateway, store_path: str
+) -> None:
+    admin = create(store_path, "oncall", admin=True)
+    user = create(store_path, "user")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gw.url + "/dashboard") as r:
+            assert r.status == 401
+            assert r.headers["www-authenticate"] == 'Basic realm="hedgerow"'
+        async with session.get(gw.url + "/dashboard", headers=basic("me", admin)) as r:
+            assert r.status == 200
+            assert "<html" in (await r.text()).lower()
+        async with session.get(gw.url + "/dashboard", headers=basic("me", user)) as r:
+            assert r.status == 403
+        async with session.get(gw.url + "/dashboard", headers=basic("me", "hr-wrong")) as r:
+            assert r.status == 401

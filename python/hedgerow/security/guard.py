@@ -6,6 +6,7 @@ header a client can set.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 
 import msgspec
@@ -24,12 +25,21 @@ class Price(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
-    """The key a client sent: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
+    """The key a client sent: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, or — for a
+    browser opening the dashboard — ``Authorization: Basic`` with the key as the password."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        scheme = scheme.lower()
+        if scheme == "bearer" and value.strip():
             return value.strip()
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            password = decoded.partition(":")[2]
+            return password or None
     key = headers.get("x-api-key")
     return key.strip() if key else None
 

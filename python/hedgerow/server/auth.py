@@ -59,7 +59,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     found = guard.authenticate(request.headers)
     if isinstance(found, ir.ErrorInfo):
-        return _client_error(request, found)
+        response = _client_error(request, found)
+        if request.path.startswith("/dashboard"):
+            # A browser asks for the key (any user name, the key as the password).
+            response.headers["www-authenticate"] = 'Basic realm="hedgerow"'
+        return response
     if is_admin_path(request.method, request.path) and not found.admin:
         info = ir.ErrorInfo(ir.ErrorKind.BAD_REQUEST, "This needs an admin key", status=403)
         return _client_error(request, info)
