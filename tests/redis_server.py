@@ -1,7 +1,7 @@
 """A real ``redis-server`` for tests (the jobs backend, the state shared between instances).
 
 ``ensure_redis`` installs it from the system's packages when it is missing
-(``jobs/ensure_redis.sh``: CI on a fresh machine); a ``RedisServer`` runs one on a free
+(``ensure_debian.sh``: CI on a fresh machine); a ``RedisServer`` runs one on a free
 loopback port in a directory of its own, and can be stopped and started again.
 """
 
@@ -73,8 +73,9 @@ class RedisServer:
 
 
 def ensure_redis() -> None:
-    """Install ``redis-server`` (``jobs/ensure_redis.sh``) when it is not on PATH."""
+    """Install ``redis-server`` (``ensure_debian.sh``) when it is not on PATH."""
     if shutil.which("redis-server") is None:
-        subprocess.run(["bash", str(HERE / "jobs" / "ensure_redis.sh")], check=True)
+        script = HERE / "ensure_debian.sh"
+        subprocess.run(["bash", str(script), "redis-server", "--", "redis-server"], check=True)
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed and could not be installed")

@@ -73,3 +73,16 @@ async def start_gateway(config: Config) -> AsyncIterator[RunningGateway]:
         yield RunningGateway(gateway, int(runner.addresses[0][1]))
     finally:
         await runner.cleanup()
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test moves them (a gateway's ``clock``)."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

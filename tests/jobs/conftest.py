@@ -25,18 +25,6 @@ from tests.servers import make_config
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One Redis for the session (no persistence); tests use distinct key prefixes."""
-    ensure_redis()
-    server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of its own with an fsynced append-only file, for restart tests."""

@@ -29,7 +29,7 @@ from hedgerow.observe import OBSERVE_KEY, Observability
 from hedgerow.routing import Gateway
 from hedgerow.server.app import create_app
 from hedgerow.sim.mock import RunningMock
-from tests.servers import make_config
+from tests.servers import FakeClock, make_config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -39,19 +39,6 @@ BREAKER = {"consecutive_failures": 3, "minimum_calls": 100, "open_base": 10.0, "
 # Never opens: the windows see every attempt.
 NO_BREAKER = {"consecutive_failures": 0, "minimum_calls": 1_000_000}
 CHAT = {"tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]], "retry": {"max_retries": 0}}
-
-
-class FakeClock:
-    """Monotonic seconds that move only when the test moves them."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def until(
@@ -239,14 +226,18 @@ def smtp_server() -> Any:
         controller.stop()
 
 
-def _ensure(script: str, *tools: str) -> str | None:
-    """Run the set-up ``script`` when a tool is missing; the reason to skip, if any."""
+def _ensure(tools: tuple[str, ...], packages: tuple[str, ...]) -> str | None:
+    """Install Debian ``packages`` when a tool is missing; the reason to skip, if any."""
     if all(shutil.which(t) for t in tools):
         return None
-    result = subprocess.run(["bash", str(HERE / script)], capture_output=True, text=True)
+    script = HERE.parent / "ensure_debian.sh"
+    result = subprocess.run(
+        ["bash", str(script), *tools, "--", *packages], capture_output=True, text=True
+    )
     if result.returncode != 0 or not all(shutil.which(t) for t in tools):
-        return f"{', '.join(tools)} not available and {script} could not install them: " + (
-            result.stderr.strip()[-300:] or "unknown error"
+        return (
+            f"{', '.join(tools)} not available and {', '.join(packages)} could not be installed: "
+            + (result.stderr.strip()[-300:] or "unknown error")
         )
     return None
 
@@ -254,7 +245,7 @@ def _ensure(script: str, *tools: str) -> str | None:
 @pytest.fixture(scope="session")
 def prometheus_tools() -> None:
     """``prometheus`` and ``promtool`` on PATH (installed from Debian's packages if needed)."""
-    reason = _ensure("ensure_prometheus.sh", "prometheus", "promtool")
+    reason = _ensure(("prometheus", "promtool"), ("prometheus",))
     if reason:
         pytest.skip(reason)
 
@@ -262,6 +253,8 @@ def prometheus_tools() -> None:
 @pytest.fixture(scope="session")
 def browser_tools() -> None:
     """``chromium`` and ``chromedriver`` on PATH (installed from Debian's packages if needed)."""
-    reason = _ensure("ensure_browser.sh", "chromium", "chromedriver")
+    reason = _ensure(
+        ("chromium", "chromedriver"), ("chromium", "chromium-driver", "fonts-dejavu-core")
+    )
     if reason:
         pytest.skip(reason)

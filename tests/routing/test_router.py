@@ -17,24 +17,11 @@ from hedgerow.routing import Gateway, GatewayError
 from hedgerow.routing.events import Event
 from hedgerow.sim.mock import RunningMock
 from hedgerow.sim.state import ModelConfig
-from tests.servers import make_config
+from tests.servers import FakeClock, make_config
 
 USER: list[Any] = [{"role": "user", "content": "What is a hedgerow?"}]
 BREAKER = {"consecutive_failures": 3, "minimum_calls": 100, "open_base": 10.0, "open_max": 60.0}
 NO_RETRY = {"max_retries": 0}
-
-
-class FakeClock:
-    """Monotonic seconds that move only when the test moves them."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def gateway(mock: RunningMock, routes: dict[str, Any], clock: FakeClock, **extra: Any) -> Gateway:

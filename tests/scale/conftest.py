@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from tests.procs import free_port, hedgerow_process
-from tests.redis_server import RedisServer, ensure_redis
 
 
 class Mock:
@@ -50,18 +49,6 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
     log = tmp_path_factory.mktemp("mock") / "mock.log"
     with hedgerow_process(["mock", "--port", str(port)], port, log):
         yield Mock(port)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real ``redis-server`` for the session; tests use distinct key prefixes."""
-    ensure_redis()
-    server = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def request(
