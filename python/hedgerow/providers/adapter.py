@@ -17,6 +17,7 @@ from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import gemini as gemini_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.formats._common import json_bytes
+from hedgerow.providers.http1 import header_block
 
 __all__ = ["Adapter", "format_module"]
 
@@ -42,6 +43,7 @@ class Adapter:
         "_max_tokens_field",
         "config",
         "fmt",
+        "header_block",
         "kind",
         "name",
         "wire_format",
@@ -69,6 +71,8 @@ class Adapter:
             headers["authorization"] = f"Bearer {key}"
         headers.update({k.lower(): v for k, v in config.headers.items()})
         self._headers = headers
+        # The same headers as wire bytes, for the HTTP/1.1 client (prepared once).
+        self.header_block = header_block(headers)
         self._max_tokens_field = config.max_tokens_field or (
             "max_tokens" if self.kind == "openai_compatible" else "max_completion_tokens"
         )

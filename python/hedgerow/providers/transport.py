@@ -1,20 +1,19 @@
-"""Upstream HTTP: one shared aiohttp client pool, and one call turned into bytes or an error.
+"""Upstream HTTP: one shared keep-alive pool, and one call turned into bytes or an error.
 
-Every failure leaves this module as an ``UpstreamError`` carrying a classified
-``ir.ErrorInfo``: the router never sees an aiohttp exception.
+The wire work is ``http1`` (a lean HTTP/1.1 client); this module turns its outcomes into the
+router's vocabulary. Every failure leaves as an ``UpstreamError`` carrying a classified
+``ir.ErrorInfo``: the router never sees a socket or parser exception.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
-
-import aiohttp
 
 from hedgerow.config import Timeouts
 from hedgerow.ir import ErrorInfo, ErrorKind
 from hedgerow.providers.adapter import Adapter
 from hedgerow.providers.classify import classify_http
+from hedgerow.providers.http1 import Http1Error, Http1Pool, Http1Response
 
 __all__ = ["ClientPool", "UpstreamError", "UpstreamResponse", "open_call"]
 
@@ -33,45 +32,44 @@ class UpstreamError(Exception):
 
 
 class ClientPool:
-    """The one aiohttp session (keep-alive connection pool) all adapters share.
+    """The keep-alive connection pool all adapters share.
 
-    Created lazily inside the running loop, since an aiohttp session belongs to one loop.
+    Created lazily inside the running loop, since connections belong to one loop. There is
+    no cap on connections: every open attempt holds one (5,000 open streams need 5,000
+    upstream connections), and the server's own limits and the routes' rate limits bound
+    the calls.
     """
 
-    # No cap by default: every open attempt holds one connection, so a cap would queue calls
-    # (5,000 open streams need 5,000 upstream connections); the server's own limits and the
-    # route's rate limits bound the calls.
-    def __init__(self, limit: int = 0, limit_per_host: int = 0) -> None:
-        self._limit = limit
-        self._limit_per_host = limit_per_host
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, keepalive: float = 30.0) -> None:
+        self._keepalive = keepalive
+        self._pool: Http1Pool | None = None
 
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session, created on first use."""
-        session = self._session
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._limit,
-                limit_per_host=self._limit_per_host,
-                keepalive_timeout=30.0,
-                enable_cleanup_closed=True,
-                ttl_dns_cache=300,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                # Timeouts are per attempt (see open_call); the session sets none.
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            self._session = session
-        return session
+    def pool(self) -> Http1Pool:
+        """The shared pool, created on first use (and again after ``close``)."""
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = Http1Pool(keepalive=self._keepalive)
+        return pool
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+
+_KINDS = {
+    "connect": ErrorKind.CONNECT,
+    "timeout": ErrorKind.TIMEOUT,
+    "cut": ErrorKind.MALFORMED,
+    "malformed": ErrorKind.MALFORMED,
+    "too_large": ErrorKind.MALFORMED,
+}
+
+
+def _error(exc: Http1Error, status: int = 0, prefix: str = "") -> UpstreamError:
+    message = f"upstream stream cut: {exc}" if exc.kind == "cut" else f"{prefix}{exc}"
+    return UpstreamError(ErrorInfo(_KINDS[exc.kind], message, status))
 
 
 class UpstreamResponse:
@@ -79,7 +77,7 @@ class UpstreamResponse:
 
     __slots__ = ("_response", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: Http1Response) -> None:
         self._response = response
         self.status = response.status
         self.headers = response.headers
@@ -87,57 +85,30 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole body (bounded by ``MAX_RESPONSE_BYTES``)."""
         try:
-            length = self._response.content_length
-            if length is not None and length <= MAX_RESPONSE_BYTES:
-                return await self._response.read()  # announced and small enough: one read
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in self._response.content.iter_any():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise UpstreamError(
-                        ErrorInfo(ErrorKind.MALFORMED, "upstream response too large", self.status)
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise UpstreamError(_cut(exc, self.status)) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(ErrorInfo(ErrorKind.CONNECT, _describe(exc), self.status)) from None
-        finally:
-            self._response.release()
+            return await self._response.read(MAX_RESPONSE_BYTES)
+        except Http1Error as exc:
+            raise _error(exc, self.status) from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives. A cut connection raises ``UpstreamError`` (malformed)."""
+        """The body as it arrives. A cut connection raises ``UpstreamError`` (malformed); an
+        idle stream (no bytes for the ``idle`` timeout) raises it as a timeout."""
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks():
                 yield chunk
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise UpstreamError(_cut(exc, self.status)) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(ErrorInfo(ErrorKind.CONNECT, _describe(exc), self.status)) from None
-        except TimeoutError:
-            raise UpstreamError(
-                ErrorInfo(ErrorKind.TIMEOUT, "upstream stream stalled (idle timeout)", self.status)
-            ) from None
+        except Http1Error as exc:
+            if exc.kind == "timeout":
+                raise UpstreamError(
+                    ErrorInfo(
+                        ErrorKind.TIMEOUT,
+                        f"upstream stream stalled (idle timeout): {exc}",
+                        self.status,
+                    )
+                ) from None
+            raise _error(exc, self.status) from None
 
     def close(self) -> None:
         """Drop the connection (not back to the pool): a cancelled call stops costing."""
         self._response.close()
-
-
-@functools.lru_cache(maxsize=256)
-def _client_timeout(connect: float | None, idle: float | None) -> aiohttp.ClientTimeout:
-    """aiohttp's per-call timeout, made once per distinct setting (it is immutable)."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=idle)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _cut(exc: BaseException, status: int) -> ErrorInfo:
-    return ErrorInfo(ErrorKind.MALFORMED, f"upstream stream cut: {_describe(exc)}", status)
 
 
 async def open_call(
@@ -150,32 +121,24 @@ async def open_call(
     """Send one request and wait for its status line and headers.
 
     A non-2xx answer is read (bounded), classified, and raised as ``UpstreamError``. The
-    ``idle`` timeout becomes aiohttp's per-read timeout, so a stalled stream fails.
+    ``idle`` timeout bounds every wait for upstream bytes, so a stalled stream fails.
     """
-    session = pool.session()
-    timeout = _client_timeout(timeouts.connect, timeouts.idle)
     try:
-        response = await session.post(url, data=body, headers=adapter.headers, timeout=timeout)
-    except aiohttp.ServerTimeoutError as exc:
-        kind = ErrorKind.CONNECT if "connect" in str(exc).lower() else ErrorKind.TIMEOUT
-        raise UpstreamError(ErrorInfo(kind, f"{adapter.name}: {_describe(exc)}")) from None
-    except aiohttp.ClientError as exc:
-        # Refused, reset before headers, DNS: the request never got an answer.
-        raise UpstreamError(
-            ErrorInfo(ErrorKind.CONNECT, f"{adapter.name}: {_describe(exc)}")
-        ) from None
-    except TimeoutError:
-        raise UpstreamError(
-            ErrorInfo(ErrorKind.TIMEOUT, f"{adapter.name}: no response headers in time")
-        ) from None
+        response = await pool.pool().post(
+            url, adapter.header_block, body, timeouts.connect, timeouts.idle
+        )
+    except Http1Error as exc:
+        if exc.kind == "timeout":
+            raise UpstreamError(
+                ErrorInfo(ErrorKind.TIMEOUT, f"{adapter.name}: no response headers in time")
+            ) from None
+        raise _error(exc, prefix=f"{adapter.name}: ") from None
     if 200 <= response.status < 300:
         return UpstreamResponse(response)
     try:
-        raw = await response.content.read(_MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
+        raw = await response.read_some(_MAX_ERROR_BODY)
+    except Http1Error:
         raw = b""
-    finally:
-        response.release()
     provider_type, message = adapter.fmt.parse_error(response.status, raw)
     info = classify_http(
         response.status, response.headers, provider_type, message, adapter.fmt.classify_error
@@ -189,4 +152,5 @@ def error_from_exception(exc: BaseException) -> ErrorInfo:
         return exc.info
     if isinstance(exc, TimeoutError):
         return ErrorInfo(ErrorKind.TIMEOUT, "upstream timed out")
-    return ErrorInfo(ErrorKind.MALFORMED, _describe(exc))
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ErrorInfo(ErrorKind.MALFORMED, message)
