@@ -21,6 +21,9 @@ Measured for each, non-streaming and streaming:
   --latency-correction`` (a slow answer does not lower the offered rate; latency counts from
   when the request was due); p50 / p99, and added p99 over ``direct`` at the same rate. A
   target that cannot sustain the rate is measured at half its max rate instead (noted);
+* CPU per request: the target's own CPU time (user + system, its processes together) over
+  the fixed-rate run, divided by the requests answered. Unlike requests/s this hardly moves
+  when a neighbour takes the core for a while, so "CPU vs (b)" is the steadier comparison;
 * open streams: ``--streams`` (5,000) concurrent SSE streams held open through hedgerow (the
   simulator paces them at 0.5 token/s) by a client on core 1; the gateway's RSS before and
   with every stream open;
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -43,7 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,15 +136,34 @@ def process(
                     proc.wait()
 
 
-def oha(url: str, body: dict[str, Any], seconds: float, rate: float | None) -> dict[str, float]:
-    """One oha run on core 1: requests/s, p50 and p99 (ms), success share."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` and their children (LiteLLM runs workers)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in {p for root in pids for p in (root, *children(root))}:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def oha(
+    url: str, body: dict[str, Any], seconds: float, rate: float | None, pids: Sequence[int] = ()
+) -> dict[str, float]:
+    """One oha run on core 1: requests/s, p50 and p99 (ms), success share, and with ``pids``
+    the target's CPU microseconds per answered request."""
     args = ["taskset", "-c", "1", oha_binary(), "--no-tui", "--output-format", "json"]
     args += ["-z", f"{seconds}s", "-c", "16", "-m", "POST", "-T", "application/json"]
     args += ["-H", f"authorization: Bearer {KEY}", "-d", json.dumps(body)]
     if rate is not None:
         args += ["-q", str(rate), "--latency-correction"]
+    cpu_before = cpu_seconds(list(pids))
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    return summary(json.loads(out))
+    result = summary(json.loads(out))
+    if pids:
+        answered = result["rps"] * seconds * result["success"]
+        result["cpu_us"] = (cpu_seconds(list(pids)) - cpu_before) / max(answered, 1) * 1e6
+    return result
 
 
 def body(model: str, stream: bool) -> dict[str, Any]:
@@ -152,7 +175,9 @@ def body(model: str, stream: bool) -> dict[str, Any]:
     }
 
 
-def measure(targets: dict[str, str], seconds: float, rate: float, reps: int) -> dict[str, Any]:
+def measure(
+    targets: dict[str, str], pids: dict[str, int], seconds: float, rate: float, reps: int
+) -> dict[str, Any]:
     """Max rate (median of ``reps`` runs, interleaved over the targets so that a slow spell
     of this shared VM hits them all alike) and latency at ``rate``, both modes."""
     rows: dict[str, Any] = {name: {} for name in targets}
@@ -167,7 +192,7 @@ def measure(targets: dict[str, str], seconds: float, rate: float, reps: int) -> 
         for name, url in targets.items():
             top = sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2]
             at = rate if top["rps"] >= rate * 1.1 else round(top["rps"] / 2)
-            latency = oha(url, body(MODEL, stream), seconds, at)
+            latency = oha(url, body(MODEL, stream), seconds, at, [pids[name]])
             rows[name][mode] = {
                 "max": top,
                 "runs": [r["rps"] for r in runs[name]],
@@ -309,14 +334,16 @@ def main() -> int:
         configs[name] = path
     mock_args = [*HEDGEROW, "mock", "--port", str(mock)]
     with contextlib.ExitStack() as stack:
-        stack.enter_context(process(mock_args, mock, tmp / "mock.log", "1"))
+        mock_proc = stack.enter_context(process(mock_args, mock, tmp / "mock.log", "1"))
         path = "/v1/chat/completions"
         targets = {"(a) direct": f"http://127.0.0.1:{mock}{path}"}
+        pids = {"(a) direct": mock_proc.pid}
         port = free_port()
         thin = [sys.executable, str(ROOT / "benches" / "thin_proxy.py"), "--port", str(port)]
         thin += ["--upstream", f"http://127.0.0.1:{mock}"]
-        stack.enter_context(process(thin, port, tmp / "thin.log", "0"))
+        thin_proc = stack.enter_context(process(thin, port, tmp / "thin.log", "0"))
         targets["(b) aiohttp proxy"] = f"http://127.0.0.1:{port}{path}"
+        pids["(b) aiohttp proxy"] = thin_proc.pid
         gateways = {}
         for label, name in (("(c) hedgerow", "full"), ("(c') hedgerow, request log off", "nolog")):
             port = free_port()
@@ -324,6 +351,7 @@ def main() -> int:
             proc = stack.enter_context(process(serve, port, tmp / f"serve-{name}.log", "0"))
             gateways[name] = (port, proc)
             targets[label] = f"http://127.0.0.1:{port}{path}"
+            pids[label] = proc.pid
         lite_proc = None
         if not args.skip_litellm:
             port = free_port()
@@ -335,8 +363,10 @@ def main() -> int:
             lite_proc = stack.enter_context(
                 process(lite, port, tmp / "litellm.log", "0", timeout=180)
             )
-            targets[f"(d) LiteLLM {litellm_version()}"] = f"http://127.0.0.1:{port}{path}"
-        results["rows"] = measure(targets, args.seconds, args.rate, args.reps)
+            label = f"(d) LiteLLM {litellm_version()}"
+            targets[label] = f"http://127.0.0.1:{port}{path}"
+            pids[label] = lite_proc.pid
+        results["rows"] = measure(targets, pids, args.seconds, args.rate, args.reps)
         if lite_proc is not None:
             results["litellm_rss_mib"] = sum(
                 rss_mib(p) for p in [lite_proc.pid, *children(lite_proc.pid)]
@@ -364,8 +394,8 @@ def table(results: dict[str, Any]) -> str:
             f"### {mode}",
             "",
             "| target | max req/s (median) | runs | vs (b) | rate | p50 ms | p99 ms "
-            "| added p99 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| added p99 ms | CPU µs/req | CPU vs (b) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, row in rows.items():
             r = row[mode]
@@ -379,7 +409,8 @@ def table(results: dict[str, Any]) -> str:
                 f"| {r['rate']:,.0f}{note} | {r['latency']['p50_ms']:.2f} "
                 f"| {r['latency']['p99_ms']:.2f} | "
                 + ("—" if name == "(a) direct" else f"{added:+.2f}")
-                + " |"
+                + f" | {r['latency']['cpu_us']:.0f}"
+                + f" | {floor[mode]['latency']['cpu_us'] / r['latency']['cpu_us']:.0%} |"
             )
         lines.append("")
     s = results.get("streams")
