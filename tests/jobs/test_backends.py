@@ -146,6 +146,39 @@ async def test_renew_and_expired_lease_requeue(queue: JobQueue, clock: FakeClock
     assert not await queue.complete(again, RESPONSE, SERVED, clock.time(), webhook=False)
 
 
+async def test_oldest_enqueued_at_follows_the_unfinished_jobs(
+    queue: JobQueue, clock: FakeClock
+) -> None:
+    assert await queue.oldest_enqueued_at() is None
+    start = clock.time()
+    for _ in range(3):
+        await _one(queue, clock)
+        clock.advance(5)
+    assert await queue.oldest_enqueued_at() == start
+    first, second = await queue.lease(BATCH, "w1", 2, LEASE, clock.time())
+    assert await queue.oldest_enqueued_at() == start  # running is not finished
+    assert await queue.complete(first, RESPONSE, SERVED, clock.time(), webhook=False)
+    assert await queue.oldest_enqueued_at() == start + 5
+    error = JobError("overloaded", "529", 529, attempt=1)
+    assert await queue.retry(second, error, clock.time() + 60, clock.time())
+    assert await queue.oldest_enqueued_at() == start + 5  # waiting out a backoff: unfinished
+    (third,) = await queue.lease(BATCH, "w1", 1, LEASE, clock.time())
+    assert await queue.bury(third, error, "max_attempts", clock.time(), webhook=False)
+    assert await queue.oldest_enqueued_at() == start + 5
+    clock.advance(100)
+    assert await queue.replay(ids=[third.id], now=clock.time()) == [third.id]
+    assert (await queue.ready_groups(clock.time())).ready == [BATCH]
+    leased = await queue.lease(BATCH, "w1", 2, LEASE, clock.time())
+    (second,) = [j for j in leased if j.id == second.id]
+    assert await queue.complete(second, RESPONSE, SERVED, clock.time(), webhook=False)
+    # What is left is the replayed job, which counts from its replay.
+    assert await queue.oldest_enqueued_at() == clock.time()
+    (third,) = [j for j in leased if j.id == third.id]
+    assert await queue.retry(third, error, clock.time(), clock.time())
+    assert await queue.expire(10.0, clock.time() + 11, webhook=False) == 1
+    assert await queue.oldest_enqueued_at() is None
+
+
 async def test_bury_replay_with_filters(queue: JobQueue, clock: FakeClock) -> None:
     await _one(queue, clock)
     await _one(queue, clock, route="classify")

@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
+from hedgerow.jobs import FakeClock as JobsClock
+from hedgerow.jobs import Group, JobError, Priority, submit
+from hedgerow.jobs.sqlite import SqliteQueue
 from hedgerow.observe import Observability
-from hedgerow.observe.metrics import prepare_multiprocess, worker_exited
+from hedgerow.observe.hub import queue_probe
+from hedgerow.observe.metrics import Metrics, prepare_multiprocess, worker_exited
 from hedgerow.routing import Gateway
 from hedgerow.sim.mock import RunningMock
-from tests.observe.conftest import CHAT, FakeClock, config_for, metric, running_app, until
+from tests.observe.conftest import CHAT, USER, FakeClock, config_for, metric, running_app, until
 
 ROUTES = {
     "chat": CHAT,
@@ -189,6 +193,47 @@ async def test_queue_depth_of_the_jobs_queue_is_exported(mock: RunningMock, tmp_
 
         # The sampler reads the queue on its own schedule (every few seconds).
         await until(queued, timeout=15.0, what="hedgerow_queue_jobs{class=queued} == 1")
+
+
+async def test_oldest_job_age_is_exported_on_the_wall_clock_given(
+    mock: RunningMock, tmp_path: Path
+) -> None:
+    config = config_for(mock, tmp_path, ROUTES)
+    jobs_clock = JobsClock(start=1_800_000_000.0)
+    wall = [jobs_clock.time()]
+    queue = SqliteQueue(tmp_path / "aged.db")
+    try:
+        async with Gateway(config) as gateway:
+            metrics = Metrics(gateway)
+            probe = queue_probe(queue, wall=lambda: wall[0])
+
+            async def sample() -> tuple[float | None, float | None]:
+                metrics.queue(*await probe())
+                text = metrics.exposition().decode()
+                return (
+                    metric(text, "hedgerow_queue_oldest_age_seconds"),
+                    metric(text, "hedgerow_queue_jobs", **{"class": "queued"}),
+                )
+
+            assert await sample() == (0.0, 0.0)
+            # No Redis configured: no sharing gauge that could read as "fallen back".
+            assert "hedgerow_shared_redis_up" not in metrics.exposition().decode()
+            first = await submit(queue, {"model": "chat", "messages": USER}, clock=jobs_clock)
+            jobs_clock.advance(30)
+            await submit(queue, {"model": "chat", "messages": USER}, clock=jobs_clock)
+            wall[0] += 42.5
+            assert await sample() == (42.5, 2.0)
+            leased = await queue.lease(
+                Group(Priority.BATCH, "chat"), "w", 1, 60.0, jobs_clock.time()
+            )
+            assert [j.id for j in leased] == [first.id]
+            assert await sample() == (42.5, 1.0)  # running: not answered yet
+            await queue.bury(
+                leased[0], JobError("bad_request", "no", 400), "permanent", wall[0], webhook=False
+            )
+            assert await sample() == (12.5, 1.0)
+    finally:
+        await queue.close()
 
 
 def test_supervisor_helpers_for_several_workers(

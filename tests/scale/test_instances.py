@@ -4,19 +4,36 @@ errors) while Redis is unreachable."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.observe.conftest import metric
 from tests.procs import free_port
 from tests.redis_server import RedisServer
-from tests.scale.conftest import Mock, chat, gateway, until, write_config
+from tests.scale.conftest import Mock, chat, gateway, request, until, write_config
 
 LIMIT = 20  # requests per minute (burst 20)
 
 
 def _shared(redis: str, **extra: Any) -> dict[str, Any]:
     return {"redis_url": redis, "prefix": f"t{uuid.uuid4().hex[:10]}", **extra}
+
+
+def _sharing(port: int) -> tuple[float | None, str, str]:
+    """What the instance on ``port`` says about sharing: the ``hedgerow_shared_redis_up``
+    gauge, and ``/v1/health``'s ``shared.redis`` and overall status."""
+    status, text = request(port, "GET", "/metrics")
+    assert status == 200
+    status, body = request(port, "GET", "/v1/health")
+    assert status == 200
+    health = json.loads(body)
+    return (
+        metric(text.decode(), "hedgerow_shared_redis_up"),
+        health["shared"]["redis"],
+        health["status"],
+    )
 
 
 def test_two_instances_behind_one_limit_grant_no_more_than_the_limit(
@@ -69,6 +86,8 @@ def test_unreachable_redis_falls_back_to_local_limits_without_errors(
     log = tmp_path / "a.log"
     with gateway(config, log) as (a, _):
         statuses = [chat(a)[0] for _ in range(8)]
+        # Said in the metrics and the health view too, not only the log.
+        assert _sharing(a) == (0.0, "local", "degraded")
     # The local limit holds (5 a minute), and nothing else fails.
     assert statuses[:5] == [200] * 5, statuses
     assert set(statuses[5:]) == {503}, statuses
@@ -87,10 +106,13 @@ def test_redis_going_away_mid_run_never_fails_a_request(
     try:
         with gateway(config, log) as (a, _):
             assert [chat(a)[0] for _ in range(5)] == [200] * 5
+            assert _sharing(a) == (1.0, "shared", "ok")
             own.stop()
             assert [chat(a)[0] for _ in range(10)] == [200] * 10
             assert "falling back to local rate limits" in log.read_text()
+            assert _sharing(a) == (0.0, "local", "degraded")
             own.start()
             assert until(lambda: chat(a)[0] == 200 and "shared again" in log.read_text(), 5)
+            assert _sharing(a) == (1.0, "shared", "ok")
     finally:
         own.stop()

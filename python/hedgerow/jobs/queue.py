@@ -339,6 +339,12 @@ class JobQueue(abc.ABC):
     async def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state."""
 
+    @abc.abstractmethod
+    async def oldest_enqueued_at(self) -> float | None:
+        """When the oldest job not finished yet (queued, or running) was enqueued (its
+        ``enqueued_at``: submit or last replay), or ``None`` when every job is finished.
+        ``now`` minus this is how far behind the queue is (the oldest-job-age metric)."""
+
     # -- the worker's side --------------------------------------------------------------------
 
     @abc.abstractmethod

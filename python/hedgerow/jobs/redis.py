@@ -591,6 +591,15 @@ class RedisQueue(JobQueue):
         values = await self._guard(run)
         return {state: int(n) for state, n in zip(JobState, values, strict=True)}
 
+    async def oldest_enqueued_at(self) -> float | None:
+        """``enqueued_at`` of the oldest unfinished job: the lowest score of ``{p}:age``."""
+
+        async def run() -> list[tuple[bytes, float]]:
+            return list(await self._client.zrange(f"{self.prefix}:age", 0, 0, withscores=True))
+
+        found = await self._guard(run)
+        return float(found[0][1]) if found else None
+
     # -- the worker's side --------------------------------------------------------------------
 
     async def ready_groups(self, now: float) -> ReadyGroups:

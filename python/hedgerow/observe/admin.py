@@ -17,24 +17,28 @@ event log. POSTs must be ``Content-Type: application/json`` — a cross-site for
 that, so a web page an on-call person visits cannot flip a control through their browser.
 The answer comes after the event log has the row.
 
-An action is an ``OperatorCommand`` applied by ``apply_command``; today it changes this
-process's ``Gateway``. With several workers (not yet built) the same command is what one
-worker would broadcast to the others (e.g. through the event log or a pipe) for each to
-apply: nothing in it refers to process state.
+An action is an ``OperatorCommand`` applied by ``apply_command`` to this process's
+``Gateway``. Under ``serve --workers N`` the worker that received it then hands the same
+command to ``AdminAPI.peers`` (``hedgerow.server.workers``: the supervisor relays it to
+every other worker, and to workers started later), and answers only once every worker
+applied it. The others apply it as a replica: the state changes there, the event log and
+the metrics count it once, where it was received.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from hedgerow.observe.eventlog import acting
+from hedgerow.observe.eventlog import acting, replicating
 from hedgerow.routing import Gateway, GatewayError
 
-__all__ = ["OperatorCommand", "apply_command", "operator_routes", "state_view"]
+__all__ = ["OperatorCommand", "Peers", "apply_command", "operator_routes", "state_view"]
 
 Action = Literal["disable", "enable", "pin", "minimal"]
 
@@ -51,10 +55,19 @@ class OperatorCommand(msgspec.Struct, frozen=True, omit_defaults=True):
     reason: str | None = None
 
 
-def apply_command(gateway: Gateway, command: OperatorCommand) -> dict[str, Any]:
+# Hands a command this process applied to the other workers; answers once they applied it
+# too: {"applied": workers that did (this one included), "missed": those that did not}.
+Peers = Callable[[OperatorCommand], Awaitable[dict[str, Any]]]
+
+
+def apply_command(
+    gateway: Gateway, command: OperatorCommand, *, replica: bool = False
+) -> dict[str, Any]:
     """Apply ``command`` to ``gateway``; ``KeyError`` (unknown name) or ``ValueError``
-    (not possible) when it cannot be."""
-    with acting(by=command.by, reason=command.reason):
+    (not possible) when it cannot be. ``replica``: another worker received and recorded
+    it (see the module)."""
+    replicas = replicating() if replica else contextlib.nullcontext()
+    with acting(by=command.by, reason=command.reason), replicas:
         if command.action in ("disable", "enable"):
             changed = gateway.set_enabled(command.target, command.action == "enable")
             return {"changed": changed}
@@ -65,8 +78,9 @@ def apply_command(gateway: Gateway, command: OperatorCommand) -> dict[str, Any]:
         return {"route": command.target, "force_minimal": bool(command.on)}
 
 
-def state_view(gateway: Gateway) -> dict[str, Any]:
-    """What operators changed, plus each deployment's and route's flags."""
+def state_view(gateway: Gateway, scope: str = "this process") -> dict[str, Any]:
+    """What operators changed, plus each deployment's and route's flags; ``scope`` says
+    where the changes apply (``this process`` or ``every worker``)."""
     now = gateway.clock()
     operator = gateway.operator_state()
     disabled = set(operator["disabled"])
@@ -89,7 +103,7 @@ def state_view(gateway: Gateway) -> dict[str, Any]:
             }
             for name, plan in gateway.routes.items()
         },
-        "scope": "this process",
+        "scope": scope,
     }
 
 
@@ -104,10 +118,17 @@ def _error(message: str, status: int) -> web.Response:
 class AdminAPI:
     """The aiohttp handlers of the operator controls."""
 
-    def __init__(self, gateway: Gateway, after: Any = None) -> None:
+    def __init__(self, gateway: Gateway, after: Any = None, peers: Peers | None = None) -> None:
         self.gateway = gateway
         # Awaited after an action (the event log's flush): the row exists when we answer.
         self.after = after
+        # The other workers of `serve --workers N` (set by the worker; None: just this one).
+        self.peers = peers
+
+    @property
+    def scope(self) -> str:
+        """Where an action applies."""
+        return "this process" if self.peers is None else "every worker"
 
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
         if request.content_type != "application/json":
@@ -134,8 +155,15 @@ class AdminAPI:
             return _error(str(exc), 400)
         if self.after is not None:
             await self.after()
+        if self.peers is not None:
+            result["workers"] = await self.peers(command)
         return _json(
-            {"ok": True, "action": command.action, **result, "state": state_view(self.gateway)}
+            {
+                "ok": True,
+                "action": command.action,
+                **result,
+                "state": state_view(self.gateway, self.scope),
+            }
         )
 
     def _command(
@@ -189,7 +217,7 @@ class AdminAPI:
 
     async def state(self, request: web.Request) -> web.Response:
         """``GET /admin/state``."""
-        return _json(state_view(self.gateway))
+        return _json(state_view(self.gateway, self.scope))
 
 
 def operator_routes(api: AdminAPI) -> list[web.RouteDef]:

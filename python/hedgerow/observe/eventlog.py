@@ -46,6 +46,8 @@ __all__ = [
     "iso",
     "parse_time",
     "read_events",
+    "replicated",
+    "replicating",
     "stop_tasks",
 ]
 
@@ -93,6 +95,12 @@ _ACTOR: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "hedgerow_observe_actor", default=None
 )
 
+# Set while a worker applies an operator action another worker received (``serve
+# --workers N``): the worker that received it records it, so the log has it once.
+_REPLICA: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "hedgerow_observe_replica", default=False
+)
+
 _Row = tuple[float, str, str | None, str | None, dict[str, Any], dict[str, Any] | None]
 
 
@@ -117,6 +125,22 @@ def acting(**actor: Any) -> Iterator[None]:
         yield
     finally:
         _ACTOR.reset(token)
+
+
+@contextmanager
+def replicating() -> Iterator[None]:
+    """Inside the block, events repeat what another process already recorded: they change
+    state here but are neither logged nor counted again."""
+    token = _REPLICA.set(True)
+    try:
+        yield
+    finally:
+        _REPLICA.reset(token)
+
+
+def replicated() -> bool:
+    """Whether the current events repeat another process's (see ``replicating``)."""
+    return _REPLICA.get()
 
 
 # The last whole second formatted and its text, swapped as one tuple (threads read it).
@@ -309,7 +333,7 @@ class EventLog:
     def record(self, event: Event) -> None:
         """Queue ``event`` for the next batch (cheap: one append). High-volume kinds
         (``request``, ``attempt``) are skipped."""
-        if event.kind in SKIPPED_KINDS or self._closed:
+        if event.kind in SKIPPED_KINDS or self._closed or _REPLICA.get():
             return
         if len(self._pending) >= self.max_pending:
             self.dropped += 1

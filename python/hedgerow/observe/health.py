@@ -3,8 +3,9 @@
 Per deployment: its breaker (state, since when, trips, failure rate, when it may be tried
 again, whether an operator forced it), the sliding window's error rate and latency
 quantiles, time to first content, calls in flight, a 429's pause and the rate limit left.
-Per route: its tiers, operator flags and how soon it can be served. Plus the alerts firing
-and the status pages. Times read from the gateway's monotonic clock are also given as wall
+Per route: its tiers, operator flags and how soon it can be served. Plus the alerts firing,
+the status pages, and what is shared with other workers and instances (``shared``: whether
+Redis answers or this instance fell back to its local limits). Times read from the gateway's monotonic clock are also given as wall
 clock (ISO 8601 UTC) and as seconds ago / from now.
 """
 
@@ -88,15 +89,21 @@ def deployment_health(
 
 
 def overall_status(
-    deployments: list[dict[str, Any]], routes: list[dict[str, Any]], down: bool
+    deployments: list[dict[str, Any]],
+    routes: list[dict[str, Any]],
+    down: bool,
+    shared: dict[str, Any] | None = None,
 ) -> str:
     """``down`` when some route can serve nothing now (no deployment may be tried and it
-    has no minimal answer), ``degraded`` when any deployment is not closed or any route is
-    pinned or forced to its minimal answer, else ``ok``."""
+    has no minimal answer), ``degraded`` when any deployment is not closed, any route is
+    pinned or forced to its minimal answer, or the Redis shared with other instances is
+    unreachable (each instance on its own limits), else ``ok``."""
     if down:
         return "down"
-    if any(d["state"] != "closed" for d in deployments) or any(
-        r["pinned_tier"] is not None or r["force_minimal"] for r in routes
+    if (
+        any(d["state"] != "closed" for d in deployments)
+        or any(r["pinned_tier"] is not None or r["force_minimal"] for r in routes)
+        or (shared is not None and shared.get("redis") == "local")
     ):
         return "degraded"
     return "ok"
@@ -132,10 +139,14 @@ def health_view(
                 "ready_in": None if math.isinf(ready) else round(ready, 3),
             }
         )
-    status = overall_status(deployments, routes, down)
+    # workers_region: the file the workers of this host share; redis: "shared", "local"
+    # (unreachable: fallen back to this instance's own limits) or None (not configured).
+    shared = gateway.shared_status()
+    status = overall_status(deployments, routes, down, shared)
     return {
         "status": status,
         "time": iso(wall),
+        "shared": shared,
         "deployments": deployments,
         "routes": routes,
         "operator": gateway.operator_state(),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,19 +41,15 @@ log = logging.getLogger("hedgerow.observe")
 QueueProbe = Callable[[], Awaitable[tuple[dict[str, int], float | None]]]
 
 
-def queue_probe(queue: Any) -> QueueProbe:
-    """A probe over a job queue: its ``counts()`` and, when the queue offers one,
-    ``oldest_queued_at()`` (epoch seconds of the oldest queued job)."""
+def queue_probe(queue: Any, wall: Callable[[], float] = time.time) -> QueueProbe:
+    """A probe over a job queue (``hedgerow.jobs.JobQueue``): its ``counts()`` and the age
+    of its oldest unfinished job (``oldest_enqueued_at()``; 0 when there is none), on the
+    wall clock ``wall`` (job times are epoch seconds)."""
 
     async def probe() -> tuple[dict[str, int], float | None]:
         counts = await queue.counts()
-        oldest: float | None = None
-        reader = getattr(queue, "oldest_queued_at", None)
-        if reader is not None:
-            at = reader()
-            if inspect.isawaitable(at):
-                at = await at
-            oldest = 0.0 if at is None else max(0.0, time.time() - float(at))
+        at = await queue.oldest_enqueued_at()
+        oldest = 0.0 if at is None else max(0.0, wall() - float(at))
         return {str(getattr(k, "value", k)): int(v) for k, v in counts.items()}, oldest
 
     return probe

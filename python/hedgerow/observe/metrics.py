@@ -41,13 +41,18 @@ results hedgerow knows.
                                            garbage, connect_error}
 ``hedgerow_status_incidents``              unresolved incidents counted {provider}
 ``hedgerow_queue_jobs``                    background jobs {class: queued, running, ...}
-``hedgerow_queue_oldest_age_seconds``      age of the oldest queued job
+``hedgerow_queue_oldest_age_seconds``      age of the oldest job not finished (queued or
+                                           running; 0 when none)
 ``hedgerow_event_log_dropped_total``       events the log could not keep up with
+``hedgerow_shared_redis_up``               1 while the Redis shared between instances
+                                           answers, 0 while this instance runs on its
+                                           local limits (only with ``shared.redis_url``)
 =========================================  ==================================================
 
-**Several worker processes** (``--workers N``): set ``PROMETHEUS_MULTIPROC_DIR`` to an
+**Several worker processes** (``--workers N``): ``PROMETHEUS_MULTIPROC_DIR`` names an
 empty directory (the same for every worker, wiped before start) *before* the processes
-start (``prepare_multiprocess`` does it; ``worker_exited(pid)`` when one ends); prometheus_client then keeps each process's values in files there and any worker's
+start (the supervisor calls ``prepare_multiprocess``, and ``worker_exited(pid)`` when one
+ends); prometheus_client then keeps each process's values in files there and any worker's
 ``/metrics`` answers for all of them. Counters and histograms add up; gauges combine per
 metric as noted at its definition (breaker state: the worst worker; in-flight: the sum;
 remaining rate limit: the lowest). Gauges are refreshed from each worker's health state
@@ -76,6 +81,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from hedgerow import ir
+from hedgerow.observe.eventlog import replicated
 from hedgerow.routing import Gateway
 from hedgerow.routing.events import Event
 
@@ -384,9 +390,21 @@ class Metrics:
         )
         self.queue_oldest = Gauge(
             "hedgerow_queue_oldest_age_seconds",
-            "Age of the oldest queued background job (0 when none)",
+            "Age of the oldest background job not finished (queued or running; 0 when none)",
             registry=r,
             multiprocess_mode="mostrecent",
+        )
+        # Only with Redis configured: an instance that shares nothing has nothing to lose.
+        self.shared_redis = (
+            Gauge(
+                "hedgerow_shared_redis_up",
+                "1 while Redis (limits and breaker trips shared between instances) answers, "
+                "0 while this instance has fallen back to its local limits",
+                registry=r,
+                multiprocess_mode="livemin",
+            )
+            if gateway.shared.remote is not None
+            else None
         )
         self.eventlog_dropped = self._counter(
             "hedgerow_event_log_dropped", "Events the event log dropped (overflow)", registry=r
@@ -636,7 +654,7 @@ class Metrics:
 
     def _operator(self, event: Event) -> None:
         action = event.detail.get("action")
-        if action in OPERATOR_ACTIONS:
+        if action in OPERATOR_ACTIONS and not replicated():  # counted where it was received
             self._child(self.operator, action).inc()
         self.refresh()
 
@@ -712,6 +730,9 @@ class Metrics:
                 self._child(self.rate_remaining, provider, model, "tpm").set(
                     health.tpm.remaining(now)
                 )
+        if self.shared_redis is not None:
+            shared = self.gateway.shared_status()["redis"] == "shared"
+            self.shared_redis.set(1 if shared else 0)
         for name, plan in self.gateway.routes.items():
             pinned = plan.pinned_tier
             self._child(self.pinned, name).set(-1 if pinned is None else pinned)

@@ -43,6 +43,7 @@ from hedgerow.observe.redact import config_secrets
 from hedgerow.routing import Gateway
 
 __all__ = [
+    "ADMIN_KEY",
     "ADMIN_PREFIXES",
     "OBSERVE_KEY",
     "PUBLIC_PATHS",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 OBSERVE_KEY: web.AppKey[Observability] = web.AppKey("observe", Observability)
+# The operator controls' handlers (a worker of `serve --workers N` sets their `peers`).
+ADMIN_KEY: web.AppKey[AdminAPI] = web.AppKey("observe_admin", AdminAPI)
 ADMIN_PREFIXES = ("/admin", "/dashboard", "/v1/events", "/v1/health")
 PUBLIC_PATHS = frozenset({"/metrics"})
 
@@ -174,6 +177,7 @@ def install_observability(
     app.middlewares.append(scope_middleware)
     handlers = _Handlers(observe)
     admin = AdminAPI(gateway, after=observe.events.flush)
+    app[ADMIN_KEY] = admin
     app.router.add_routes(
         [
             web.get("/metrics", handlers.metrics),
