@@ -19,7 +19,7 @@ use crate::bucket::{mix_key, wait_secs, Decision, Gcra, KeyedTokenBucket, TokenB
 use crate::clock::{self, ns_to_secs, resolve_now};
 use crate::error::{non_negative, ArgError};
 use crate::outcome::Outcome;
-use crate::shared::{self, clear, gcra_acquire, trip, SharedRegion};
+use crate::shared::{self, clear, gcra_acquire, trip, Member, SharedRegion};
 use crate::window::SlidingWindow;
 
 impl From<ArgError> for PyErr {
@@ -714,6 +714,42 @@ impl PySharedState {
         self.inner.used()
     }
 
+    /// Take part in in-flight counts as process ``pid``: a ``SharedMember``. Raises
+    /// ``ValueError`` when every member word is taken or the region is full.
+    fn join(&self, pid: i64) -> PyResult<PySharedMember> {
+        let pid = u32::try_from(pid)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| PyValueError::new_err(format!("pid must be in 1..2**32, got {pid}")))?;
+        let member = self
+            .inner
+            .join(pid)
+            .ok_or_else(|| PyValueError::new_err("no free member word in the shared region"))?;
+        Ok(PySharedMember {
+            region: Arc::clone(&self.inner),
+            member,
+        })
+    }
+
+    /// The current members: ``(index, pid)`` each.
+    fn members(&self) -> Vec<(usize, u32)> {
+        self.inner.members()
+    }
+
+    /// Vacate member word ``index`` if ``pid`` holds it (the process is gone): its requests
+    /// in flight stop counting. Whether it was vacated.
+    fn evict(&self, index: i64, pid: i64) -> bool {
+        match (usize::try_from(index), u32::try_from(pid)) {
+            (Ok(index), Ok(pid)) => self.inner.evict(index, pid),
+            _ => false,
+        }
+    }
+
+    /// Requests of ``name`` in flight across the members.
+    fn in_flight(&self, name: &str) -> u64 {
+        self.inner.in_flight(shared::key_hash("inflight", name))
+    }
+
     /// The region's file.
     #[getter]
     fn path(&self) -> &str {
@@ -771,6 +807,51 @@ impl PySharedBucket {
     }
 }
 
+/// A process taking part in a ``SharedState``'s in-flight counts (``SharedState.join``).
+#[pyclass(frozen, name = "SharedMember", module = "hedgerow._core")]
+pub struct PySharedMember {
+    region: Arc<SharedRegion>,
+    member: Member,
+}
+
+#[pymethods]
+impl PySharedMember {
+    /// One more request of ``name`` in flight, if fewer than ``limit`` are in flight across
+    /// every member; whether it was let in. Raises ``ValueError`` when the region is full or
+    /// this member was evicted (or left): the caller counts locally instead.
+    fn acquire(&self, name: &str, limit: i64) -> PyResult<bool> {
+        let limit = u32::try_from(limit.max(0)).unwrap_or(u32::MAX);
+        self.region
+            .acquire_in_flight(shared::key_hash("inflight", name), &self.member, limit)
+            .ok_or_else(|| {
+                PyValueError::new_err("shared region is full, or this member was evicted")
+            })
+    }
+
+    /// A request of ``name`` let in by ``acquire`` is over.
+    fn release(&self, name: &str) {
+        self.region
+            .release_in_flight(shared::key_hash("inflight", name), &self.member);
+    }
+
+    /// Stop taking part: this member's requests in flight stop counting.
+    fn leave(&self) -> bool {
+        self.region.evict(self.member.index, self.member.pid)
+    }
+
+    /// The member word this process holds.
+    #[getter]
+    fn index(&self) -> usize {
+        self.member.index
+    }
+
+    /// The process id it joined as.
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.member.pid
+    }
+}
+
 /// hedgerow's native resilience core: ``CircuitBreaker``, ``TokenBucket``,
 /// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic`` (import them from ``hedgerow``),
 /// and ``SharedState`` / ``SharedBucket``, the state the workers of one host share.
@@ -790,5 +871,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySlidingWindow>()?;
     m.add_class::<PySharedState>()?;
     m.add_class::<PySharedBucket>()?;
+    m.add_class::<PySharedMember>()?;
     Ok(())
 }

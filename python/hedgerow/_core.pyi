@@ -20,6 +20,7 @@ __all__ = [
     "CircuitBreaker",
     "KeyedTokenBucket",
     "SharedBucket",
+    "SharedMember",
     "SharedState",
     "SlidingWindow",
     "TokenBucket",
@@ -311,6 +312,19 @@ class SharedState:
     def open_until(self, name: str) -> float | None: ...
     def clear(self, name: str, until: float) -> None: ...
     def used(self) -> int: ...
+    def join(self, pid: int) -> SharedMember:
+        """Take part in in-flight counts as process ``pid``; ``ValueError`` when every member
+        word is taken or the region is full."""
+
+    def members(self) -> list[tuple[int, int]]:
+        """The current members: ``(index, pid)`` each."""
+
+    def evict(self, index: int, pid: int) -> bool:
+        """Vacate member word ``index`` if ``pid`` holds it: its requests stop counting."""
+
+    def in_flight(self, name: str) -> int:
+        """Requests of ``name`` in flight across the members."""
+
     @property
     def path(self) -> str: ...
 
@@ -323,3 +337,23 @@ class SharedBucket:
     def remaining(self, now: float | None = None) -> float: ...
     @property
     def rate(self) -> float: ...
+
+@final
+class SharedMember:
+    """A process taking part in a ``SharedState``'s in-flight counts (``SharedState.join``)."""
+
+    def acquire(self, name: str, limit: int) -> bool:
+        """One more request of ``name`` in flight if fewer than ``limit`` are in flight across
+        every member; whether it was let in. ``ValueError`` when the region is full or this
+        member was evicted (or left)."""
+
+    def release(self, name: str) -> None:
+        """A request of ``name`` let in by ``acquire`` is over."""
+
+    def leave(self) -> bool:
+        """Stop taking part: this member's requests in flight stop counting."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def pid(self) -> int: ...

@@ -277,6 +277,18 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_messages: int = 10_000
     # A request body must arrive within this many seconds (a slow body gets 408).
     body_timeout: float = 30.0
+    # The whole header block must arrive within this many seconds of its first byte (a
+    # slowloris client gets 408 and is disconnected).
+    header_timeout: float = 10.0
+    # Request line and headers together; one line (the request line or a header); header
+    # count. Over any of them: 431 (414 for the request line) in the client's format.
+    max_header_bytes: int = 64 * 1024
+    max_header_line: int = 8190
+    max_header_count: int = 100
+    # Worker processes on the port (SO_REUSEPORT) under a supervisor; `--workers` overrides.
+    workers: int = 1
+    # On SIGTERM or a reload, how long open requests and streams may run on.
+    drain_seconds: float = 30.0
 
 
 class JobsConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -30,6 +30,7 @@ def test_exported_names() -> None:
         "CircuitBreaker",
         "KeyedTokenBucket",
         "SharedBucket",
+        "SharedMember",
         "SharedState",
         "SlidingWindow",
         "TokenBucket",

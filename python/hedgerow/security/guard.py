@@ -2,19 +2,34 @@
 
 Authorization is decided from the key alone: never from Host, X-Forwarded-* or any other
 header a client can set.
+
+Under ``hedgerow serve --workers N`` a key's limits hold across the workers, not N times
+over: its RPM/TPM buckets are GCRA words in the host's shared region (the same mechanism as
+a deployment's ``rpm``/``tpm``, ``hedgerow._core.SharedState``), and its requests in flight
+are counted per worker in the region and summed (``SharedMember``; a worker that dies stops
+counting once it is found dead). Without a region (one process), or when the region is
+full, the limits are this process's own.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
+import os
 from collections.abc import Mapping
 
 import msgspec
 
 from hedgerow import TokenBucket, ir
+from hedgerow._core import SharedBucket, SharedMember, SharedState
 from hedgerow.security.keys import KeyRecord, KeyStore
 
 __all__ = ["KeyGuard", "Price", "key_from_headers"]
+
+log = logging.getLogger("hedgerow.security")
+
+_Bucket = TokenBucket | SharedBucket
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,14 +65,56 @@ def _denied(
     return ir.ErrorInfo(kind, message, status=status)
 
 
-class KeyGuard:
-    """Holds each key's buckets and in-flight count; the store holds the keys themselves."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
-    def __init__(self, store: KeyStore, prices: Mapping[str, Price] | None = None) -> None:
+
+def _sweep(region: SharedState) -> None:
+    """Evict members of the region whose process is gone (a worker that died)."""
+    me = os.getpid()
+    for index, pid in region.members():
+        if pid != me and not _alive(pid):
+            region.evict(index, pid)
+
+
+class KeyGuard:
+    """Holds each key's buckets and in-flight count; the store holds the keys themselves.
+
+    ``region``: the host's shared region (``serve --workers N``), so that the limits hold
+    across the workers (see the module)."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        prices: Mapping[str, Price] | None = None,
+        region: SharedState | None = None,
+    ) -> None:
         self.store = store
         self.prices = dict(prices or {})
-        self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self.region = region
+        self._buckets: dict[tuple[str, float | None, float | None], tuple[_Bucket | None, ...]] = {}
         self._in_flight: dict[str, int] = {}
+        # Requests of each key counted in the region (released there, not locally).
+        self._shared_held: dict[str, int] = {}
+        self._member: SharedMember | None = None
+        if region is not None and store.enabled:
+            try:
+                _sweep(region)
+                self._member = region.join(os.getpid())
+            except ValueError as exc:
+                log.warning("per-key concurrency stays local to this worker: %s", exc)
+
+    def close(self) -> None:
+        """Leave the shared region (this process's requests stop counting there)."""
+        if self._member is not None:
+            self._member.leave()
+            self._member = None
 
     @property
     def enabled(self) -> bool:
@@ -78,15 +135,53 @@ class KeyGuard:
             return _denied("Invalid or revoked gateway key", 401, ir.ErrorKind.AUTH)
         return record
 
-    def _buckets_of(self, record: KeyRecord) -> tuple[TokenBucket | None, TokenBucket | None]:
-        buckets = self._buckets.get(record.sha256)
+    def _bucket(self, record: KeyRecord, what: str, rate: float | None) -> _Bucket | None:
+        if not rate:
+            return None
+        if self.region is not None:
+            try:
+                return self.region.bucket(f"key:{record.sha256}:{what}", rate, per=60.0)
+            except ValueError:
+                log.warning("shared region full: key %s's limits stay local", record.name)
+        return TokenBucket(rate, per=60.0)
+
+    def _buckets_of(self, record: KeyRecord) -> tuple[_Bucket | None, ...]:
+        # Keyed by the limits too: a key whose limits were changed in the store gets buckets
+        # of its new limits.
+        cache_key = (record.sha256, record.rpm, record.tpm)
+        buckets = self._buckets.get(cache_key)
         if buckets is None:
             buckets = (
-                TokenBucket(record.rpm, per=60.0) if record.rpm else None,
-                TokenBucket(record.tpm, per=60.0) if record.tpm else None,
+                self._bucket(record, "rpm", record.rpm),
+                self._bucket(record, "tpm", record.tpm),
             )
-            self._buckets[record.sha256] = buckets
+            self._buckets[cache_key] = buckets
         return buckets
+
+    def _take_slot(self, record: KeyRecord) -> bool:
+        """One more request of ``record`` in flight, within its ``max_concurrent``."""
+        limit = record.max_concurrent
+        name = record.sha256
+        if limit is not None and self._member is not None:
+            try:
+                if not self._member.acquire(name, limit):
+                    # Refused: a worker that died with requests in flight may hold the
+                    # slots. Evict the dead and look once more.
+                    assert self.region is not None
+                    _sweep(self.region)
+                    if not self._member.acquire(name, limit):
+                        return False
+            except ValueError:
+                pass  # region full: count locally below
+            else:
+                self._shared_held[name] = self._shared_held.get(name, 0) + 1
+                self._in_flight[name] = self._in_flight.get(name, 0) + 1
+                return True
+        in_flight = self._in_flight.get(name, 0)
+        if limit is not None and in_flight >= limit:
+            return False
+        self._in_flight[name] = in_flight + 1
+        return True
 
     def admit(self, record: KeyRecord, route: str, tokens: int) -> ir.ErrorInfo | None:
         """Let one request of ``record`` on ``route`` in, or say why not (403, 429, 402).
@@ -97,10 +192,9 @@ class KeyGuard:
             return _denied(f"This key may not use the route `{route}`", 403)
         if record.budget is not None and self.store.spent(record) >= record.budget:
             return _denied("This key has spent its budget", 402)
-        in_flight = self._in_flight.get(record.sha256, 0)
-        if record.max_concurrent is not None and in_flight >= record.max_concurrent:
+        if not self._take_slot(record):
             info = _denied(
-                f"This key already has {in_flight} requests in flight (its limit)",
+                f"This key already has {record.max_concurrent} requests in flight (its limit)",
                 429,
                 ir.ErrorKind.RATE_LIMITED,
             )
@@ -112,21 +206,30 @@ class KeyGuard:
                 continue
             wait = bucket.acquire(cost)
             if wait > 0:
+                self.release(record)
                 info = _denied(
                     f"This key is over its {what}-per-minute limit", 429, ir.ErrorKind.RATE_LIMITED
                 )
                 info.retry_after = wait
                 return info
-        self._in_flight[record.sha256] = in_flight + 1
         return None
 
     def release(self, record: KeyRecord) -> None:
         """The request admitted for ``record`` is over."""
-        count = self._in_flight.get(record.sha256, 0)
+        name = record.sha256
+        held = self._shared_held.get(name, 0)
+        if held and self._member is not None:
+            with contextlib.suppress(ValueError):
+                self._member.release(name)
+            if held <= 1:
+                self._shared_held.pop(name, None)
+            else:
+                self._shared_held[name] = held - 1
+        count = self._in_flight.get(name, 0)
         if count <= 1:
-            self._in_flight.pop(record.sha256, None)
+            self._in_flight.pop(name, None)
         else:
-            self._in_flight[record.sha256] = count - 1
+            self._in_flight[name] = count - 1
 
     def charge(self, record: KeyRecord, deployment: str | None, usage: ir.Usage | None) -> float:
         """Add a response's cost (usage x the deployment's price) to the key's spend."""

@@ -31,6 +31,7 @@ from hedgerow.server.chat import (
 )
 from hedgerow.server.exchange import error_exchange, parse_json_body
 from hedgerow.server.jobs import add_job_routes, start_workers
+from hedgerow.server.protocol import HeaderLimits, install
 from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["create_app", "serve"]
@@ -132,14 +133,26 @@ async def _client_format_errors(request: web.Request, handler: Any) -> web.Strea
         )
 
 
-def create_app(gateway: Gateway, config: Config | None = None) -> web.Application:
-    """The gateway's aiohttp application."""
+def create_app(
+    gateway: Gateway, config: Config | None = None, header_limits: HeaderLimits | None = None
+) -> web.Application:
+    """The gateway's aiohttp application.
+
+    ``header_limits``: limits on the request line and headers (size, count, time to
+    arrive); by default those of the config's ``server`` section (see
+    ``hedgerow.server.protocol``)."""
     config = config or gateway.config
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[_client_format_errors, authenticate],
     )
-    guard = KeyGuard(KeyStore(config.auth.keys, config.auth.keys_db), config.auth.prices)
+    install(app, header_limits or HeaderLimits.from_config(config.server))
+    # Per-key limits hold across the workers of `serve --workers N` through their region.
+    guard = KeyGuard(
+        KeyStore(config.auth.keys, config.auth.keys_db),
+        config.auth.prices,
+        region=gateway.shared.region,
+    )
     app[GATEWAY_KEY] = gateway
     app[GUARD_KEY] = guard
     app[MAX_BODY_KEY] = config.server.max_body_bytes
@@ -166,6 +179,7 @@ def create_app(gateway: Gateway, config: Config | None = None) -> web.Applicatio
 
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()
+        guard.close()
         guard.store.close()
 
     app.on_cleanup.append(close_gateway)
