@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hedgerow import __version__
+from hedgerow.capacity.cli import add_bench_command
 from hedgerow.config import Config, load_config_or_exit
 from hedgerow.demo.cli import add_demo_arguments, main_demo
 from hedgerow.jobs.cli import add_jobs_commands
@@ -72,21 +73,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"hedgerow: local mode: no gateway keys configured, anyone who reaches {host} may call it"
         )
-    if args.workers < 1:
-        print("hedgerow: --workers must be at least 1", file=sys.stderr)
+    n_workers = args.workers if args.workers is not None else config.server.workers
+    drain = args.drain_seconds if args.drain_seconds is not None else config.server.drain_seconds
+    if n_workers < 1:
+        print("hedgerow: --workers (server.workers) must be at least 1", file=sys.stderr)
         return 2
-    workers = f" with {args.workers} workers" if args.workers > 1 else ""
+    workers = f" with {n_workers} workers" if n_workers > 1 else ""
     print(
         f"hedgerow {__version__}: serving {len(config.routes)} routes on http://{host}:{port}"
         + workers
     )
     sys.stdout.flush()
-    if args.workers > 1:
+    if n_workers > 1:
         from hedgerow.server.workers import supervise
 
-        supervise(args.config, host, port, args.workers, args.drain_seconds)
+        supervise(args.config, host, port, n_workers, drain)
         return 0
-    serve(config, host, port, args.drain_seconds)
+    serve(config, host, port, drain)
     return 0
 
 
@@ -124,15 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=None,
         help="worker processes on the port (SO_REUSEPORT) under a supervisor that restarts "
-        "them; SIGHUP reloads the config, SIGTERM drains (default 1: no supervisor)",
+        "them; SIGHUP reloads the config, SIGTERM drains (default: server.workers, 1: no "
+        "supervisor)",
     )
     serve.add_argument(
         "--drain-seconds",
         type=float,
-        default=30.0,
-        help="on SIGTERM or a reload, how long open requests and streams may run on",
+        default=None,
+        help="on SIGTERM or a reload, how long open requests and streams may run on "
+        "(default: server.drain_seconds, 30)",
     )
     serve.add_argument("--_worker", dest="worker_of", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=_cmd_serve)
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=main_demo)
     selfcheck = sub.add_parser("selfcheck", help="exercise the native core and time it")
     selfcheck.set_defaults(func=_cmd_selfcheck)
+    add_bench_command(sub)
     add_jobs_commands(sub)
     add_keys_commands(sub)
     _add_observe_commands(sub)

@@ -58,10 +58,21 @@ async def test_short_replay_of_june_5(tmp_path: Path) -> None:
     ]
     assert recovered == sorted(recovered)
 
+    # Recovering models answer some first tokens 2 s late (scripted): hedging catches them.
+    assert figures["hedges"]["started"] > 0 and figures["hedges"]["won"] > 0
+    # The simulator's status page posts the incident 10 simulated minutes in; the gateway's
+    # poller sees it then (within a poll), well after hedgerow's own first alert.
+    page = figures["status_page"]
+    assert page["scripted_at"] == 600.0
+    assert page["seen_at"] is not None and 600.0 <= page["seen_at"] < 600.0 + 120.0
+    assert figures["first_alert"] is not None and figures["first_alert"]["at"] < page["seen_at"]
+    assert page["alert_lead_s"] > 0
+
     text = text_report(figures)
     assert "User-visible errors: 0" in text
-    page = html_report(replay, figures)
-    assert page.startswith("<!doctype html>") and "<svg" in page and "outage starts" in page
+    assert "Status page incident seen by hedgerow's poller" in text
+    html = html_report(replay, figures)
+    assert html.startswith("<!doctype html>") and "<svg" in html and "outage starts" in html
 
 
 def test_scaled_clock_maps_wall_to_simulated_time() -> None:

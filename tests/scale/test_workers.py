@@ -64,6 +64,21 @@ def test_a_breaker_opened_in_one_worker_is_honoured_by_the_others(
         assert set(statuses) == {503}
 
 
+def test_the_config_sets_the_workers(tmp_path: Path, mock: Mock) -> None:
+    """``server.workers`` in the config starts the supervisor without ``--workers``; the
+    flag, when given, wins."""
+    server = {"workers": 2, "drain_seconds": 5}
+    config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]}, server=server)
+    with gateway(config, tmp_path / "gw.log") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        assert chat(port)[0] == 200
+    assert "with 2 workers" in (tmp_path / "gw.log").read_text()
+    with gateway(config, tmp_path / "one.log", "--workers", "1") as (port, proc):
+        assert chat(port)[0] == 200
+        assert _workers(proc) == set()  # one process, no supervisor
+    assert "workers" not in (tmp_path / "one.log").read_text()
+
+
 def test_a_worker_that_dies_is_restarted(tmp_path: Path, mock: Mock) -> None:
     config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
     with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):

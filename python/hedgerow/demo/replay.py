@@ -64,7 +64,10 @@ class ReplayOptions:
     chat_rate: float = 14.0
     classify_rate: float = 6.0
     job_rate: float = 2.0  # per summarisation model
-    status_page_after: float = 300.0  # simulated seconds until the status page says so
+    # How often the gateway evaluates its alert rules and polls the simulator's status page
+    # (which posts the incident at the scenario's status lag), in simulated seconds; at
+    # most every 50 wall ms.
+    observe_every: float = 10.0
     drain_grace: float = 20.0  # wall seconds allowed for the last jobs after the scenario
     progress: Callable[[str], None] | None = None
     seed: int = 7
@@ -108,7 +111,9 @@ class Replay:
     end: float = 0.0
 
 
-def _config(mock: RunningMock, tmp: Path) -> Config:
+def _config(mock: RunningMock, tmp: Path, every: float) -> Config:
+    """The demo's gateway; ``every``: wall seconds between alert evaluations and between
+    status-page polls (the same few simulated seconds whatever the replay's speed)."""
     routes: dict[str, Any] = {}
     chat_policy = {
         "retry": {"max_retries": 0},
@@ -154,8 +159,14 @@ def _config(mock: RunningMock, tmp: Path) -> Config:
             },
         },
         "routes": routes,
-        # The replay prints its own progress line; the per-request log would bury it.
-        "observe": {"request_log": False},
+        "observe": {
+            # The replay prints its own progress line; the per-request log would bury it.
+            "request_log": False,
+            # The simulator serves Anthropic's status page as the scenario plays it: the
+            # gateway polls it as it would status.anthropic.com (interval in wall seconds).
+            "status_pages": {"anthropic": {"url": mock.url, "interval": every, "timeout": 2.0}},
+            "alerts": {"evaluate_every": every},
+        },
         # Simulated seconds (the replay's clock drives the breakers).
         "breaker": {
             "consecutive_failures": 5,
@@ -285,7 +296,7 @@ async def run_replay(options: ReplayOptions) -> Replay:
         assert player is not None
         player.seek(clock.elapsed())  # the simulator's scenario runs on the replay's time
         _model_timings(mock)
-        config = _config(mock, tmp)
+        config = _config(mock, tmp, max(0.05, clock.wall(options.observe_every)))
         gateway = Gateway(config, clock=clock)
         gateway.subscribe(lambda event: replay.events.append((clock.elapsed(), event)))
         app = create_app(gateway, config)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import html
 import itertools
-import math
 from collections import Counter, defaultdict
 from typing import Any
 
+from hedgerow.capacity.stats import quantile
 from hedgerow.demo.replay import JOB_MODELS, Replay
 
 __all__ = ["html_report", "summarise", "text_report"]
@@ -21,13 +21,6 @@ def _clock(seconds: float) -> str:
     sign = "-" if seconds < 0 else "+"
     minutes, secs = divmod(round(abs(seconds)), 60)
     return f"{sign}{minutes // 60:d}:{minutes % 60:02d}:{secs:02d}"
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def summarise(replay: Replay) -> dict[str, Any]:
@@ -51,11 +44,24 @@ def summarise(replay: Replay) -> dict[str, Any]:
             "clock": _clock(at),
             "rule": e.detail.get("rule") or e.kind,
             "state": e.detail.get("state") or "firing",
-            "target": e.deployment or e.route,
+            "target": e.deployment or e.route or e.detail.get("provider"),
         }
         for at, e in replay.events
         if e.kind.startswith("alert")
     ]
+    own_alert = next(
+        (a for a in alerts if a["rule"] != "status_incident" and a["state"] == "fired"), None
+    )
+    own_at = None if own_alert is None else float(str(own_alert["at"]))
+    posted = next(
+        (
+            at
+            for at, e in replay.events
+            if e.kind == "status_incident" and e.detail.get("state") == "open"
+        ),
+        None,
+    )
+    scripted = replay.scenario.status_incident
     jobs_by_model: dict[str, dict[str, Any]] = {}
     for model in JOB_MODELS:
         samples = [j for j in replay.jobs if j.model == model]
@@ -88,8 +94,8 @@ def summarise(replay: Replay) -> dict[str, Any]:
         "tier_share": {tier: round(n / answered, 4) for tier, n in sorted(tiers.items())},
         "ttfc_ms": {
             tier: {
-                "p50": round(1000 * (_quantile(v, 0.5) or 0), 1),
-                "p99": round(1000 * (_quantile(v, 0.99) or 0), 1),
+                "p50": round(1000 * (quantile(v, 0.5) or 0), 1),
+                "p99": round(1000 * (quantile(v, 0.99) or 0), 1),
                 "n": len(v),
             }
             for tier, v in sorted(ttfc.items())
@@ -101,9 +107,16 @@ def summarise(replay: Replay) -> dict[str, Any]:
             d: {"at": at, "clock": _clock(at)} for d, at in sorted(breaker_opened.items())
         },
         "alerts": alerts,
-        "status_page_at": {
-            "at": replay.options.status_page_after,
-            "clock": _clock(replay.options.status_page_after),
+        # Both measured on the replay's clock: hedgerow's first alert of its own, and when
+        # its status-page poller saw the provider's incident (scripted by the scenario).
+        "first_alert": None
+        if own_alert is None
+        else {k: own_alert[k] for k in ("at", "clock", "rule", "target")},
+        "status_page": {
+            "seen_at": posted,
+            "clock": None if posted is None else _clock(posted),
+            "scripted_at": None if scripted is None else scripted.posted,
+            "alert_lead_s": None if posted is None or own_at is None else round(posted - own_at, 1),
         },
         "jobs": {
             "submitted": submitted,
@@ -142,9 +155,20 @@ def text_report(figures: dict[str, Any]) -> str:
     lines.append("Breakers opened (relative to the outage start):")
     for deployment, when in figures["breakers_opened"].items():
         lines.append(f"  {deployment:34} {when['clock']}")
-    lines.append(
-        f"Status page incident (as the provider would post it): {figures['status_page_at']['clock']}"
-    )
+    page, first = figures["status_page"], figures["first_alert"]
+    if first is not None:
+        lines.append(
+            f"hedgerow's first alert: {first['clock']} ({first['rule']} on {first['target']})"
+        )
+    if page["seen_at"] is None:
+        lines.append("Status page: no incident seen by hedgerow's poller during the replay")
+    else:
+        lead = page["alert_lead_s"]
+        ahead = "" if lead is None else f"; hedgerow's own alert came {lead / 60:.1f} min earlier"
+        lines.append(
+            f"Status page incident seen by hedgerow's poller: {page['clock']} "
+            f"(the page posted it at {_clock(page['scripted_at'])}){ahead}"
+        )
     if figures["alerts"]:
         lines.append("Alerts (relative to the outage start):")
         for alert in figures["alerts"]:

@@ -12,8 +12,9 @@ and injects faults per model — by hand through the admin API or on a scenario 
 ``textgen``     deterministic answers, tool-call arguments and token counts
 ``respond``     writing one answer (JSON or stream) with its faults
 ``wire``        each service's ids, headers, error wording and authentication
-``state``       counters, model timing, everything the admin API shows
+``state``       counters, model timing (per model, or per request), what the admin API shows
 ``admin``       the ``/_mock/`` admin API
+``statuspage``  the provider's status page (Statuspage JSON API) as the scenario plays
 ==============  ==========================================================================
 """
 

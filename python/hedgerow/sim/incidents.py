@@ -2,7 +2,10 @@
 
 They are reconstructions of the *shape* of real provider incidents (which models, how long,
 which error mix, staggered per-model recovery), not recordings: timings are rounded and
-error rates are plausible figures chosen to exercise failover, breakers and backoff. Each
+error rates are plausible figures chosen to exercise failover, breakers and backoff. The
+first-content delays a recovering model shows are in wall seconds (a delay is what one
+request waits, not simulated time). Their status pages post the incident after the default
+lag (``scenario.DEFAULT_STATUS_LAG``, 10 minutes): the record gives no exact times. Each
 plays at ``time_scale: 60`` (a minute of simulated time per wall second) so a two-hour
 incident runs in two minutes; ``hedgerow mock --scenario NAME --time-scale 1`` plays it in
 real time.
@@ -21,9 +24,13 @@ name: "2026-06-05"
 description: >-
   About two hours of errors on every Anthropic model. Recovery was staggered model by model:
   claude-opus-4-6 came back after 17 minutes, claude-sonnet-4-6 after 75, claude-opus-4-8
-  after 111, the rest at the two-hour mark.
+  after 111, the rest at the two-hour mark. A model coming back was slow at first: for its
+  first minutes a share of its answers started late.
 time_scale: 60
 duration: "02:10"
+status_page:
+  name: "Elevated errors on Claude models"
+  components: [claude.ai, Claude API, Claude Code]
 phases:
   - at: 0
     model: "claude-*"
@@ -31,9 +38,22 @@ phases:
     faults:
       - {kind: stream_error, rate: 0.05, after_tokens: 3}
     note: "Elevated errors across Claude models"
-  - {at: "00:17", model: claude-opus-4-6, faults: clear, note: "claude-opus-4-6 recovered"}
-  - {at: "01:15", model: claude-sonnet-4-6, faults: clear, note: "claude-sonnet-4-6 recovered"}
-  - {at: "01:51", model: claude-opus-4-8, faults: clear, note: "claude-opus-4-8 recovered"}
+  # Recovering capacity answers, but cold: a share of first tokens of streams come late
+  # (wall seconds; streams only, so background jobs keep their simulated-time pace).
+  - at: "00:17"
+    model: claude-opus-4-6
+    faults: [{kind: delay, stage: content, delay: 2, rate: 0.3, stream: true}]
+    until: "00:37"
+    note: "claude-opus-4-6 recovered"
+  - at: "01:15"
+    model: claude-sonnet-4-6
+    faults: [{kind: delay, stage: content, delay: 2, rate: 0.3, stream: true}]
+    until: "01:35"
+    note: "claude-sonnet-4-6 recovered"
+  - at: "01:51"
+    model: claude-opus-4-8
+    faults: [{kind: delay, stage: content, delay: 2, rate: 0.3, stream: true}]
+    note: "claude-opus-4-8 recovered"
   - {at: "02:00", model: "claude-*", faults: clear, note: "Resolved"}
 """
 

@@ -10,7 +10,10 @@ changed (OpenAI ``{url}/v1``, Anthropic ``{url}``, Gemini ``{url}``):
   (``?alt=sse``, or a JSON array without it), ``:countTokens``, ``GET /v1beta/models``
 
 Answers are generated deterministically (``textgen``), faults are injected per model
-(``faults``, ``scenario``), and the admin API (``admin``) changes them at run time. To keep
+(``faults``, ``scenario``), and the admin API (``admin``) changes them at run time. The
+provider's status page is served too (``/api/v2/summary.json``, ``statuspage``): the
+scenario's incident appears on it after the scenario's ``status_page.lag``. A request may
+carry its own timing in ``user`` (``state.TIMING_PREFIX``). To keep
 it from being the bottleneck of a benchmark it logs nothing per request and, with no pacing
 and no fault, writes each answer in a single write.
 
@@ -41,7 +44,8 @@ from hedgerow.sim.faults import FaultSpec
 from hedgerow.sim.incidents import BUILTIN_SCENARIOS, load_scenario
 from hedgerow.sim.respond import Call, abort, answer, error_response
 from hedgerow.sim.scenario import Scenario, ScenarioPlayer
-from hedgerow.sim.state import MockState, ModelConfig
+from hedgerow.sim.state import MockState, ModelConfig, request_timing
+from hedgerow.sim.statuspage import add_status_routes
 from hedgerow.sim.wire import (
     AnthropicDialect,
     Dialect,
@@ -119,6 +123,7 @@ class MockServer:
         router.add_get("/v1beta/models", self._gemini_models)
         router.add_get("/v1beta/models/{model}", self._gemini_model_get)
         add_admin_routes(app, self.state)
+        add_status_routes(app, self.state)
         app.on_shutdown.append(self._release_hangs)
         return app
 
@@ -172,7 +177,7 @@ class MockServer:
             return error_response(
                 dialect.error(400, request_id, message=exc.message, param=exc.param)
             )
-        config = state.model(model)
+        config = request_timing(state.model(model), chat.user)
         tokens = textgen.input_tokens(chat)
         window = config.context_window
         if window is not None and tokens > window:

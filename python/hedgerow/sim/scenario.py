@@ -24,11 +24,26 @@ The file format (YAML or JSON)::
         model: claude-opus-4-6
         faults: clear
       - {at: "02:00", model: "*", faults: clear}
+    status_page:              # optional: how the provider's status page tells of it
+      lag: "10m"              # posted this long after the first errors (default 10 minutes)
+      resolve_lag: "5m"       # marked resolved this long after the last fault cleared (default 0)
+      name: "Elevated errors on Claude models"   # default: the first phase's note
+      impact: major           # minor | major | critical (default major)
+      components: [Claude API]
 
 Quote clock times: YAML 1.1 reads an unquoted ``1:30`` as the number 90 (base 60), which
 would mean 90 seconds here. A phase may also say ``until: <time>``, shorthand for a later phase clearing the same model
 pattern. The fault counters (``count``, ``every``) live with the phase: each phase starts
 with fresh ones.
+
+The status page: the simulator serves a Statuspage-shaped JSON API (``/api/v2/summary.json``,
+``/api/v2/incidents/unresolved.json``, see ``statuspage``) whose one incident opens ``lag``
+after the first fault of the scenario and resolves ``resolve_lag`` after the last one
+cleared. Status pages trail the errors users see: an incident is posted once someone has
+confirmed it, typically many minutes in, so the default ``lag`` is 10 minutes
+(``DEFAULT_STATUS_LAG``); set it from the incident's own record when it is known. Delays
+(``kind: delay``) count as degraded service for the page, but not as a model being down for
+``recovery_time``.
 """
 
 from __future__ import annotations
@@ -45,10 +60,13 @@ import msgspec
 from hedgerow.sim.faults import Fault, FaultKind, FaultSpec
 
 __all__ = [
+    "DEFAULT_STATUS_LAG",
     "Phase",
     "Scenario",
     "ScenarioFile",
     "ScenarioPlayer",
+    "StatusIncident",
+    "StatusPageSpec",
     "format_time",
     "parse_time",
 ]
@@ -113,6 +131,32 @@ class Phase(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         return tuple(specs)
 
 
+DEFAULT_STATUS_LAG = 600.0
+"""Simulated seconds from the first errors to the status page's incident, when a scenario
+does not say (see the module docstring)."""
+
+
+class StatusPageSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How the provider's status page reports the scenario (``status_page:`` of the file)."""
+
+    lag: float | str = DEFAULT_STATUS_LAG
+    resolve_lag: float | str = 0.0
+    name: str | None = None
+    impact: Literal["minor", "major", "critical"] = "major"
+    components: list[str] = msgspec.field(default_factory=lambda: ["API"])
+
+
+class StatusIncident(msgspec.Struct, frozen=True):
+    """The incident the status page shows: posted and resolved at simulated times."""
+
+    id: str
+    name: str
+    impact: str
+    components: tuple[str, ...]
+    posted: float
+    resolved: float | None  # None: not within the scenario
+
+
 class ScenarioFile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The file format of ``--scenario`` (see the module docstring)."""
 
@@ -122,6 +166,7 @@ class ScenarioFile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     time_scale: float = 1.0
     duration: float | str | None = None
     loop: bool = False
+    status_page: StatusPageSpec | None = None
 
 
 class _Event(msgspec.Struct, frozen=True):
@@ -143,6 +188,7 @@ class Scenario:
         "duration",
         "loop",
         "name",
+        "status_incident",
         "time_scale",
     )
 
@@ -172,6 +218,42 @@ class Scenario:
         self.duration = parse_time(spec.duration) if spec.duration is not None else last
         self.loop = spec.loop and self.duration > 0
         self._cache: dict[tuple[int, str], int] = {}
+        self.status_incident = self._status_incident(spec)
+
+    def _status_incident(self, spec: ScenarioFile) -> StatusIncident | None:
+        """The status page's incident: from the first fault (plus ``lag``) to the moment the
+        last fault cleared (plus ``resolve_lag``); None for a scenario without faults."""
+        page = spec.status_page or StatusPageSpec()
+        first: float | None = None
+        cleared: float | None = None
+        for t in sorted(set(self._times)):
+            active = any(self.faults_at(t).values())
+            if active and first is None:
+                first = t
+            if first is not None:
+                cleared = None if active else (t if cleared is None else cleared)
+        if first is None:
+            return None
+        note = next((e.note for e in self._events if e.note), None)
+        return StatusIncident(
+            id=f"sim-{self.name or 'scenario'}",
+            name=page.name or note or self.description or "Elevated error rates",
+            impact=page.impact,
+            components=tuple(page.components),
+            posted=first + parse_time(page.lag),
+            resolved=None if cleared is None else cleared + parse_time(page.resolve_lag),
+        )
+
+    def status_at(self, t: float) -> StatusIncident | None:
+        """The incident the status page shows at simulated time ``t`` (None: all clear)."""
+        incident = self.status_incident
+        if incident is None:
+            return None
+        if self.loop:
+            t %= self.duration
+        if t < incident.posted or (incident.resolved is not None and t >= incident.resolved):
+            return None
+        return incident
 
     @classmethod
     def from_text(cls, text: str | bytes) -> Scenario:
@@ -192,13 +274,16 @@ class Scenario:
         return tuple(self._times)
 
     def recovery_time(self, model: str) -> float | None:
-        """When ``model``'s faults last cleared after it had some (``None``: never faulted,
-        or never recovered within the scenario)."""
+        """When ``model`` last stopped failing requests after it had failed some (``None``:
+        never failed, or never recovered within the scenario). Delays alone are not
+        failures: a model answering slowly after its recovery has recovered."""
         faulted = False
         recovered: float | None = None
         for t in self._times:
             event = self.event_for(model, t)
-            has_faults = event is not None and bool(self.specs_of(event))
+            has_faults = event is not None and any(
+                spec.kind is not FaultKind.DELAY for spec in self.specs_of(event)
+            )
             if has_faults:
                 faulted, recovered = True, None
             elif faulted and recovered is None:

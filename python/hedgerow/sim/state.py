@@ -18,7 +18,7 @@ import msgspec
 from hedgerow.sim.faults import NO_FAULT, Decision, FaultTable, decide
 from hedgerow.sim.scenario import ScenarioPlayer
 
-__all__ = ["Counters", "MockState", "ModelConfig"]
+__all__ = ["TIMING_PREFIX", "Counters", "MockState", "ModelConfig", "request_timing"]
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
@@ -49,6 +49,38 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("chunk_tokens must be at least 1, reply_tokens not negative")
         if self.context_window is not None and self.context_window < 1:
             raise ValueError("context_window must be positive")
+
+
+TIMING_PREFIX = "hedgerow-mock-timing:"
+"""A request whose ``user`` (Anthropic: ``metadata.user_id``) starts with this carries its own
+timing, which wins over its model's: ``hedgerow-mock-timing:ttfb=0.4,tps=60,tokens=200``
+(seconds before the first content, output tokens per second, answer length). It survives a
+gateway's translation, so a load generator can script each request's latency through
+hedgerow and subtract it (``hedgerow bench``)."""
+
+_TIMING_FIELDS = {"ttfb": "ttfb", "tps": "tokens_per_second", "tokens": "reply_tokens"}
+
+
+def request_timing(config: ModelConfig, user: str | None) -> ModelConfig:
+    """``config`` with the timing a request's ``user`` carries (see ``TIMING_PREFIX``);
+    ``config`` itself when it carries none or a malformed one."""
+    if user is None or not user.startswith(TIMING_PREFIX):
+        return config
+    changes: dict[str, float | int] = {}
+    for item in user[len(TIMING_PREFIX) :].split(","):
+        key, _, value = item.partition("=")
+        name = _TIMING_FIELDS.get(key.strip())
+        if name is None:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            return config
+        changes[name] = int(number) if name == "reply_tokens" else number
+    try:
+        return msgspec.structs.replace(config, **changes)
+    except (TypeError, ValueError):
+        return config
 
 
 class _ModelCounters:
