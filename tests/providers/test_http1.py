@@ -369,6 +369,28 @@ async def test_a_stream_left_early_closes_its_connection() -> None:
         await pool.close()
 
 
+async def test_a_whole_answer_left_unread_keeps_its_connection_and_is_handed_back_once() -> None:
+    """The router stops reading at a stream's last event and then closes the attempt: the
+    connection goes back to the pool once, and a late ``close`` of the old answer does not
+    touch the call that reuses it."""
+    stream = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nc\r\ndata: [DONE]\r\n0\r\n\r\n"
+    async with serving(answering(stream, OK)) as server:
+        pool = Http1Pool()
+        first = await pool.post(server.url, HEADERS, b"{}", 5, 5)
+        chunks = first.chunks()
+        assert await anext(chunks) == b"data: [DONE]"
+        await chunks.aclose()  # stopped at the last event: the body was whole on the wire
+        first.close()
+        first.close()
+        assert pool.idle_count() == 1
+        second = await pool.post(server.url, HEADERS, b"{}", 5, 5)
+        first.close()  # late: must not hand back the connection the second call now uses
+        assert await second.read(99) == b'{"ok":true}'
+        assert pool.connections_opened == 1
+        assert pool.idle_count() == 1
+        await pool.close()
+
+
 async def test_gzip_is_inflated_and_a_bomb_is_refused() -> None:
     payload = b'{"text": "' + b"a" * 1000 + b'"}'
     packed = gzip.compress(payload)

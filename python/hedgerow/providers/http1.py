@@ -123,6 +123,7 @@ class Http1Response:
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[tuple[bytes, bytes]]):
         self._conn = conn
+        conn.owner = self  # until the answer is handed back (see _finish)
         self.status = status
         self._raw_headers = raw_headers
         self._headers: dict[str, str] | None = None
@@ -135,7 +136,7 @@ class Http1Response:
         elif encoding == "deflate":
             self._decoder = zlib.decompressobj()
         else:
-            conn.abort()
+            self._finish(reuse=False)
             raise Http1Error("malformed", f"unsupported content-encoding {encoding!r}")
 
     @property
@@ -179,9 +180,9 @@ class Http1Response:
                     raise Http1Error("too_large", f"upstream response over {limit} bytes")
                 parts.append(data)
         except BaseException:
-            conn.abort()
+            self._finish(reuse=False)
             raise
-        conn.release()
+        self._finish(reuse=True)
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         if self._decoder is not None:
             body = _decompress(self._decoder, body, limit) + self._decoder.flush()
@@ -196,7 +197,7 @@ class Http1Response:
             parts.append(chunk)
             size += len(chunk)
             if size >= limit:
-                self._conn.abort()
+                self._finish(reuse=False)
                 break
         return b"".join(parts)[:limit]
 
@@ -204,7 +205,6 @@ class Http1Response:
         """The body as it arrives (what is buffered at each wake-up, joined)."""
         conn = self._conn
         decoder = self._decoder
-        finished = False
         try:
             while True:
                 data = conn.take_body()
@@ -222,17 +222,28 @@ class Http1Response:
                     tail = decoder.flush()
                     if tail:
                         yield tail
-                finished = True
                 return
         finally:
-            if finished:
-                conn.release()
-            else:  # the reader stopped early (or failed): the rest of the body is unread
-                conn.abort()
+            # A reader that stopped early (at the stream's last event, say) leaves a reusable
+            # connection when the whole answer is in; otherwise it is dropped.
+            self._finish(reuse=True)
 
     def close(self) -> None:
-        """Drop the connection (it does not go back to the pool)."""
-        self._conn.abort()
+        """Done with this answer: the connection is pooled if the response was read whole
+        off the wire, else dropped, so an abandoned call stops costing at once."""
+        self._finish(reuse=True)
+
+    def _finish(self, reuse: bool) -> None:
+        """Hand the connection back, once: a second call (``close`` after the body was read)
+        must not touch it, since it may already carry another call."""
+        conn = self._conn
+        if conn.owner is not self:
+            return
+        conn.owner = None
+        if reuse:
+            conn.release()  # pools it only if the response is complete and keep-alive
+        else:
+            conn.abort()
 
 
 def _decompress(decoder: zlib._Decompress, data: bytes, limit: int = MAX_INFLATED_CHUNK) -> bytes:
@@ -269,6 +280,7 @@ class _Connection(asyncio.Protocol):
         "error",
         "idle_since",
         "origin_key",
+        "owner",
         "parser",
         "received",
         "transport",
@@ -285,6 +297,7 @@ class _Connection(asyncio.Protocol):
         self.used = False  # has it carried a request before (a stale keep-alive may fail)
         self.idle_since = 0.0
         self.error: Http1Error | None = None
+        self.owner: Http1Response | None = None  # the answer being read on it
         self._reset()
         self._idle: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
