@@ -4,6 +4,8 @@ everything the gateway reads from a committed passthrough stream (errors, usage,
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hedgerow import ir
 from hedgerow.formats import anthropic, openai
@@ -88,6 +90,8 @@ def _run(fmt: object, head: bytes, rest: bytes, size: int) -> tuple[list[object]
         (anthropic, _ANT_HEAD, _ANT_TEXT * 3 + _ANT_ERROR),
         (anthropic, _ANT_HEAD, _ANT_TEXT * 3 + _ANT_CUT),
         (anthropic, _ANT_HEAD, _ANT_TEXT * 3),
+        (openai, _OAI_HEAD, _OAI_TEXT * 2 + _OAI_ERROR + _OAI_TEXT * 2 + _OAI_END),
+        (anthropic, _ANT_HEAD, _ANT_TEXT * 2 + _ANT_ERROR + _ANT_TEXT * 2 + _ANT_END),
     ],
     ids=[
         "oai-end",
@@ -98,6 +102,8 @@ def _run(fmt: object, head: bytes, rest: bytes, size: int) -> tuple[list[object]
         "ant-error",
         "ant-cut-json",
         "ant-eof",
+        "oai-error-amid",
+        "ant-error-amid",
     ],
 )
 def test_scanner_finds_what_the_full_decoder_finds(
@@ -105,6 +111,27 @@ def test_scanner_finds_what_the_full_decoder_finds(
 ) -> None:
     reference, light = _run(fmt, head, rest, size)
     assert reference, "the reference decoder reports an end or an error"
+    assert light == reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(["text", "error", "end", "cut"]), max_size=12),
+    size=st.integers(1, 400),
+    anthropic_format=st.booleans(),
+)
+def test_any_mix_of_events_in_any_reads(
+    pieces: list[str], size: int, anthropic_format: bool
+) -> None:
+    """Loud events anywhere (amid content, several per read, at the end) are all found."""
+    fmt, head, parts = (
+        (anthropic, _ANT_HEAD, {"text": _ANT_TEXT, "error": _ANT_ERROR, "end": _ANT_END,
+                                "cut": _ANT_CUT})
+        if anthropic_format
+        else (openai, _OAI_HEAD, {"text": _OAI_TEXT, "error": _OAI_ERROR, "end": _OAI_END,
+                                  "cut": _OAI_CUT})
+    )  # fmt: skip
+    reference, light = _run(fmt, head, b"".join(parts[p] for p in pieces), size)
     assert light == reference
 
 

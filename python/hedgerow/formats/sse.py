@@ -330,23 +330,45 @@ class PassthroughScanner:
         end += 2
         self._pending = data[end:]
         region = data[:end] if end < len(data) else data
-        quiet = self._quiet
-        if self._committed and quiet(region):
+        if self._committed and self._quiet(region):
             return []
         out: list[ir.StreamEvent] = []
+        parts = [part for part in region.split(b"\n\n") if part]
+        start = 0
+        if not self._committed:  # up to the first content, every event is decoded
+            decoder = self._decoder
+            while start < len(parts):
+                events = decoder.feed(parts[start] + b"\n\n")
+                start += 1
+                out += events
+                if any(ir.is_content(e) or isinstance(e, ir.MessageEnd) for e in events):
+                    self._committed = True
+                    break
+        if start < len(parts):
+            out += self._loud(parts[start:] if start else parts)
+        return out
+
+    def _loud(self, parts: list[bytes]) -> list[ir.StreamEvent]:
+        """The events of the loud ones among ``parts`` (whole events past the first content).
+
+        Loud events come at a stream's end (finish, usage, ``[DONE]``), so the loud tail is
+        found from the back and what is before it is asked about at once: a run of events is
+        quiet only if each of them is (every test of ``quiet`` is a count or an absence), so
+        a quiet run is dropped in one call instead of one call per event.
+        """
+        quiet = self._quiet
         decoder = self._decoder
-        for part in region.split(b"\n\n"):
-            if not part:
-                continue
-            event = part + b"\n\n"
-            if self._committed:
+        end = len(parts)
+        while end and not quiet(parts[end - 1] + b"\n\n"):
+            end -= 1
+        out: list[ir.StreamEvent] = []
+        if end > 1 and not quiet(b"\n\n".join(parts[:end]) + b"\n\n"):
+            for part in parts[: end - 1]:  # a loud event amid quiet ones: one at a time
+                event = part + b"\n\n"
                 if not quiet(event):
                     out += decoder.feed(event)
-                continue
-            events = decoder.feed(event)
-            out += events
-            if any(ir.is_content(e) or isinstance(e, ir.MessageEnd) for e in events):
-                self._committed = True
+        for part in parts[end:]:
+            out += decoder.feed(part + b"\n\n")
         return out
 
     def close(self) -> list[ir.StreamEvent]:
