@@ -26,7 +26,6 @@ import asyncio
 import functools
 import ssl
 import zlib
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Literal, cast
 from urllib.parse import urlsplit
@@ -141,7 +140,9 @@ class Http1Response:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Header names in lower case; a repeated header's values joined with ", "."""
+        """Header names in lower case; a repeated header's values joined with ", ".
+
+        Empty for a 2xx answer: only an error's headers are kept (see ``on_status``)."""
         headers = self._headers
         if headers is None:
             headers = {}
@@ -264,12 +265,14 @@ class _Connection(asyncio.Protocol):
         "_body",
         "_body_size",
         "_complete",
+        "_framed",
         "_head",
         "_head_bytes",
         "_headers",
         "_idle",
         "_idle_timer",
         "_keep_alive",
+        "_keep_headers",
         "_last_read",
         "_loop",
         "_paused",
@@ -308,10 +311,12 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[None] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._body: deque[bytes] = deque()
+        self._body: list[bytes] = []  # a list, not a deque: 56 bytes empty against 760
         self._body_size = 0
         self._complete = False
         self._keep_alive = False
+        self._keep_headers = True
+        self._framed = False  # a length or chunked framing was announced
         self.received = False
         self._waiter: asyncio.Future[None] | None = None
         self.encoding = b""
@@ -367,10 +372,20 @@ class _Connection(asyncio.Protocol):
 
     # -- llhttp callbacks ---------------------------------------------------------------
 
+    def on_status(self, reason: bytes) -> None:
+        # A success's headers are not kept: the gateway reads headers only from errors (retry
+        # hints), and an open stream should not carry a dozen of them for its whole life.
+        self._keep_headers = not 200 <= self.parser.get_status_code() < 300
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        if len(name) == 16 and name.lower() == b"content-encoding":
-            self.encoding = value
+        if self._keep_headers:
+            self._headers.append((name, value))
+        if len(name) in (14, 16, 17):  # the three whose meaning this client needs
+            lower = name.lower()
+            if lower == b"content-encoding":
+                self.encoding = value
+            elif lower in (b"content-length", b"transfer-encoding"):
+                self._framed = True
 
     def on_headers_complete(self) -> None:
         # Asked now: llhttp resets its flags once the message is complete.
@@ -413,7 +428,7 @@ class _Connection(asyncio.Protocol):
         """Buffered body bytes; ``b""`` once the body is complete; ``None``: wait."""
         body = self._body
         if body:
-            data = body.popleft() if len(body) == 1 else b"".join(body)
+            data = body[0] if len(body) == 1 else b"".join(body)
             body.clear()
             self._body_size = 0
             if self._paused and self.transport is not None:
@@ -458,8 +473,7 @@ class _Connection(asyncio.Protocol):
 
     def _ends_at_close(self) -> bool:
         """No length and not chunked: the body runs to the connection's end (RFC 9112 6.3)."""
-        names = {name.lower() for name, _ in self._headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
+        return not self._framed
 
     def _message_done(self) -> None:
         self._complete = True

@@ -7,7 +7,7 @@ router's vocabulary. Every failure leaves as an ``UpstreamError`` carrying a cla
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from hedgerow.config import Timeouts
 from hedgerow.ir import ErrorInfo, ErrorKind
@@ -75,12 +75,16 @@ def _error(exc: Http1Error, status: int = 0, prefix: str = "") -> UpstreamError:
 class UpstreamResponse:
     """A 2xx upstream answer whose body is still to be read."""
 
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "status")
 
     def __init__(self, response: Http1Response) -> None:
         self._response = response
         self.status = response.status
-        self.headers = response.headers
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (names in lower case), decoded only if asked for."""
+        return self._response.headers
 
     async def read(self) -> bytes:
         """The whole body (bounded by ``MAX_RESPONSE_BYTES``)."""
