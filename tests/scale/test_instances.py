@@ -23,12 +23,16 @@ def _shared(redis: str, **extra: Any) -> dict[str, Any]:
 
 def _sharing(port: int) -> tuple[float | None, str, str]:
     """What the instance on ``port`` says about sharing: the ``hedgerow_shared_redis_up``
-    gauge, and ``/v1/health``'s ``shared.redis`` and overall status."""
+    gauge, and ``/v1/health``'s ``shared.redis`` and overall status. ``/readyz`` says the
+    same of Redis and stays ready (a fallen-back limit is no reason to take traffic away)."""
     status, text = request(port, "GET", "/metrics")
     assert status == 200
     status, body = request(port, "GET", "/v1/health")
     assert status == 200
     health = json.loads(body)
+    status, ready = request(port, "GET", "/readyz")
+    assert status == 200
+    assert json.loads(ready)["shared"]["redis"] == health["shared"]["redis"]
     return (
         metric(text.decode(), "hedgerow_shared_redis_up"),
         health["shared"]["redis"],

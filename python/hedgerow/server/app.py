@@ -97,8 +97,14 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    """Ready while the routes are loaded. Limits fallen back from Redis to this instance's
+    own (``shared.redis`` is ``local``) are said here but keep it ready: pulling every
+    instance out of a load balancer because Redis is down would turn a degraded limit into
+    an outage."""
     gateway = request.app[GATEWAY_KEY]
-    return _json({"status": "ready", "routes": len(gateway.routes)})
+    return _json(
+        {"status": "ready", "routes": len(gateway.routes), "shared": gateway.shared_status()}
+    )
 
 
 def _client_error(request: web.Request, info: ir.ErrorInfo) -> web.Response:
