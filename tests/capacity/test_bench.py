@@ -50,7 +50,17 @@ def test_quick_bench_reports_plausible_capacity() -> None:
     max_rps = report["max_rps_per_worker"]
     assert max_rps > 0
     assert max_rps == max(s["offered_rps"] for s in steps if s["passed"])
-    assert report["workers_needed"] == math.ceil(TARGET / max_rps)
+    planning = report["planning_rps_per_worker"]
+    assert planning >= max_rps
+    assert report["workers_needed"] == math.ceil(TARGET / planning)
+    projection = report["cpu_projection"]
+    assert projection["cpu_us_per_request"] > 0
+    # The projection is the measured cost at budget: rps = budget / seconds per request.
+    assert projection["max_rps_per_worker"] == pytest.approx(
+        projection["cpu_budget"] / (projection["cpu_us_per_request"] / 1e6), rel=0.01
+    )
+    if report["saturated_by"] == "gateway":
+        assert planning == max_rps
     assert report["concurrent_streams_per_worker"] > 0  # 80% of the mix streams
     assert report["direct_at_max"]["added_ms"]["p99"] is not None
 

@@ -15,6 +15,18 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
+def _at(proj: dict[str, Any] | None) -> str:
+    return "—" if proj is None else f"{proj['at_rps']:g}"
+
+
+def _us(proj: dict[str, Any] | None) -> str:
+    return "—" if proj is None else f"{proj['cpu_us_per_request']:.0f}"
+
+
+def _budget(proj: dict[str, Any] | None) -> str:
+    return "80%" if proj is None else f"{proj['cpu_budget'] * 100:.0f}%"
+
+
 def text_report(figures: dict[str, Any]) -> str:
     """The table and its context, as text."""
     m = figures["machine"]
@@ -23,6 +35,7 @@ def text_report(figures: dict[str, Any]) -> str:
     gen = figures["load_generator"]
     workers = figures["workers_needed"]
     direct = figures["direct_at_max"]
+    proj = figures["cpu_projection"]
     lines = [
         f"hedgerow bench {figures['hedgerow']} — route {figures['route']!r}; "
         + "; ".join(figures["config"]),
@@ -45,7 +58,11 @@ def text_report(figures: dict[str, Any]) -> str:
         f"| {_mib(held['rss_per_1000_streams_bytes'])} |",
         f"| CPU per 1,000 open streams ({held['tokens_per_second_each']:g} tokens/s each) "
         f"| {held['cpu_percent_per_1000_streams']:.1f}% of a core |",
+        f"| gateway CPU per request (at {_at(proj)} req/s) | {_us(proj)} µs |",
+        f"| requests/s one worker takes at {_budget(proj)} of its core (from CPU) "
+        f"| {'—' if proj is None else format(proj['max_rps_per_worker'], 'g')} |",
         f"| workers needed for {figures['target_rps']:g} requests/s "
+        f"(planned at {figures['planning_rps_per_worker']:g} req/s a worker) "
         f"| {'—' if workers is None else workers} |",
         "",
         "| offered req/s | achieved | p50 added ms | p99 added ms | send lag p99 ms "
