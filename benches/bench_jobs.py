@@ -120,7 +120,7 @@ async def bench_drain(count: int, rate: float, outage: float) -> dict[str, Any]:
         )
         config = parse_config(text, env={})
         with hedgerow_process(
-            ["mock", "--port", str(mock_port)], mock_port, Path(tmp) / "mock.log", cpus="1"
+            ["mock", "--port", str(mock_port)], mock_port, Path(tmp) / "mock.log", cpus={1}
         ):
             async with aiohttp.ClientSession() as http, Gateway(config) as gateway:
                 async with http.put(

@@ -183,8 +183,8 @@ def main() -> int:
     serve_cmd = ["serve", "--config", str(tmp / "hedgerow.yaml"), "--port", str(gw_port)]
     results: dict[str, Any] = {"machine": machine()}
     with (
-        hedgerow_process(mock_cmd, mock_port, tmp / "mock.log", env=pin, cpus="1"),
-        hedgerow_process(serve_cmd, gw_port, tmp / "serve.log", env=pin, cpus="0"),
+        hedgerow_process(mock_cmd, mock_port, tmp / "mock.log", env=pin, cpus={1}),
+        hedgerow_process(serve_cmd, gw_port, tmp / "serve.log", env=pin, cpus={0}),
     ):
         targets = {
             "direct": (f"http://127.0.0.1:{mock_port}/v1/chat/completions", "gpt-5.5"),

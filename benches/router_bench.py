@@ -205,7 +205,7 @@ def main() -> int:
         os.sched_setaffinity(0, {0})
     tmp = Path(tempfile.mkdtemp(prefix="hedgerow-router-bench-"))
     port = free_port()
-    with hedgerow_process(["mock", "--port", str(port)], port, tmp / "mock.log", cpus="1"):
+    with hedgerow_process(["mock", "--port", str(port)], port, tmp / "mock.log", cpus={1}):
         results = asyncio.run(run(args, port))
     print(json.dumps(results, indent=2))
     return 0
