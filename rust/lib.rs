@@ -14,6 +14,7 @@ pub mod error;
 pub mod outcome;
 pub mod ring;
 pub mod shared;
+pub mod sse;
 pub mod window;
 
 #[cfg(feature = "python")]

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::breaker::{Breaker, BreakerConfig, State};
 use std::sync::atomic::Ordering;
@@ -20,6 +20,7 @@ use crate::clock::{self, ns_to_secs, resolve_now};
 use crate::error::{non_negative, ArgError};
 use crate::outcome::Outcome;
 use crate::shared::{self, clear, gcra_acquire, trip, Member, SharedRegion};
+use crate::sse::{self, Dialect};
 use crate::window::SlidingWindow;
 
 impl From<ArgError> for PyErr {
@@ -852,9 +853,34 @@ impl PySharedMember {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The passthrough scanner
+
+/// The loud events of ``region[start:]`` (a run of whole SSE events: it ends with
+/// ``b"\n\n"``) under the quiet rule of ``dialect`` (``"openai"`` or ``"anthropic"``, a
+/// format module's ``QUIET_DIALECT``), as a flat list of offsets into ``region``:
+/// ``[begin, end, begin, end, ...]``, one pair per run of adjacent loud events, ascending.
+///
+/// Events are cut as ``region.split(b"\n\n")`` cuts them (empty pieces skipped); an event
+/// is loud when the format's ``quiet_events`` says it is not quiet on its own. Bytes after
+/// the last ``\n\n`` are loud. ``ValueError`` for an unknown dialect.
+#[pyfunction]
+#[pyo3(signature = (region, dialect, start = 0))]
+fn loud_spans<'py>(
+    py: Python<'py>,
+    region: &Bound<'py, PyBytes>,
+    dialect: &str,
+    start: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let dialect = Dialect::parse(dialect)?;
+    let runs = sse::loud_runs(region.as_bytes(), start, dialect);
+    PyList::new(py, runs.iter().flat_map(|&(begin, end)| [begin, end]))
+}
+
 /// hedgerow's native resilience core: ``CircuitBreaker``, ``TokenBucket``,
 /// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic`` (import them from ``hedgerow``),
-/// and ``SharedState`` / ``SharedBucket``, the state the workers of one host share.
+/// ``SharedState`` / ``SharedBucket``, the state the workers of one host share, and
+/// ``loud_spans``, the passthrough scanner's event classifier.
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Anchor the clock to time.monotonic_ns(), read between two Instant readings.
@@ -865,6 +891,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     clock::anchor(before, base, after);
 
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
+    m.add_function(wrap_pyfunction!(loud_spans, m)?)?;
     m.add_class::<PyCircuitBreaker>()?;
     m.add_class::<PyTokenBucket>()?;
     m.add_class::<PyKeyedTokenBucket>()?;

@@ -24,6 +24,7 @@ __all__ = [
     "SharedState",
     "SlidingWindow",
     "TokenBucket",
+    "loud_spans",
     "monotonic",
 ]
 
@@ -357,3 +358,14 @@ class SharedMember:
     def index(self) -> int: ...
     @property
     def pid(self) -> int: ...
+
+def loud_spans(region: bytes, dialect: Literal["openai", "anthropic"], start: int = 0) -> list[int]:
+    """The loud events of ``region[start:]`` (whole SSE events: it ends with ``b"\\n\\n"``)
+    under the quiet rule of ``dialect`` (a format module's ``QUIET_DIALECT``), as flat offsets
+    into ``region``: ``[begin, end, begin, end, ...]``, one pair per run of adjacent loud
+    events, ascending.
+
+    Events are cut as ``region.split(b"\\n\\n")`` cuts them (empty pieces skipped); an event
+    is loud when the format's ``quiet_events`` says it is not quiet on its own. Bytes after
+    the last ``\\n\\n`` are loud. ``ValueError`` for an unknown dialect.
+    """

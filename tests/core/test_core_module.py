@@ -34,6 +34,7 @@ def test_exported_names() -> None:
         "SharedState",
         "SlidingWindow",
         "TokenBucket",
+        "loud_spans",
         "monotonic",
     }
 

@@ -56,11 +56,12 @@ from hedgerow.formats._common import (
     req_str,
     str_or_empty,
 )
-from hedgerow.formats.sse import BlockKind, SSEEvent, SSEStreamDecoder
+from hedgerow.formats.sse import BlockKind, QuietDialect, SSEEvent, SSEStreamDecoder, native_quiet
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "NAME",
+    "QUIET_DIALECT",
     "StreamDecoder",
     "StreamEncoder",
     "classify_error",
@@ -912,6 +913,12 @@ _DELTA_EVENT = b"event: content_block_delta\n"
 _PING_EVENT = b"event: ping\n"
 
 
+# The native twin of ``quiet_events`` (``hedgerow._core.loud_spans``) that the passthrough
+# scanner applies; ``quiet_events`` stays the rule's definition, and the tests hold them equal.
+QUIET_DIALECT: QuietDialect = "anthropic"
+
+
+@native_quiet(QUIET_DIALECT)
 def quiet_events(region: bytes) -> bool:
     """Whether a run of whole SSE events is content only, for the passthrough scanner
     (``sse.PassthroughScanner``): every event a ``content_block_delta`` (not a tool's input,

@@ -61,10 +61,11 @@ from hedgerow.formats._common import (
     str_or_empty,
     synth_call_id,
 )
-from hedgerow.formats.sse import SSEEvent, SSEStreamDecoder
+from hedgerow.formats.sse import QuietDialect, SSEEvent, SSEStreamDecoder, native_quiet
 
 __all__ = [
     "NAME",
+    "QUIET_DIALECT",
     "MaxTokensField",
     "StreamDecoder",
     "StreamEncoder",
@@ -914,6 +915,12 @@ def classify_error(status: int, error_type: str | None, message: str) -> ir.Erro
     return classify(status, error_type, message, _KIND_BY_TYPE)
 
 
+# The native twin of ``quiet_events`` (``hedgerow._core.loud_spans``) that the passthrough
+# scanner applies; ``quiet_events`` stays the rule's definition, and the tests hold them equal.
+QUIET_DIALECT: QuietDialect = "openai"
+
+
+@native_quiet(QUIET_DIALECT)
 def quiet_events(region: bytes) -> bool:
     """Whether a run of whole SSE events is content only, for the passthrough scanner
     (``sse.PassthroughScanner``): no ``[DONE]``, error, tool call, usage or finish reason.
