@@ -93,22 +93,20 @@ class UpstreamResponse:
         except Http1Error as exc:
             raise _error(exc, self.status) from None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives. A cut connection raises ``UpstreamError`` (malformed); an
-        idle stream (no bytes for the ``idle`` timeout) raises it as a timeout."""
-        try:
-            async for chunk in self._response.chunks():
-                yield chunk
-        except Http1Error as exc:
-            if exc.kind == "timeout":
-                raise UpstreamError(
-                    ErrorInfo(
-                        ErrorKind.TIMEOUT,
-                        f"upstream stream stalled (idle timeout): {exc}",
-                        self.status,
-                    )
-                ) from None
-            raise _error(exc, self.status) from None
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. A failure raises ``Http1Error``, which ``stream_error``
+        classifies: no wrapping generator here, since every streamed read already passes
+        through several layers and each costs on every read."""
+        return self._response.chunks()
+
+    def stream_error(self, exc: Http1Error) -> ErrorInfo:
+        """What a failure while reading ``chunks`` means to the router: an idle stream is a
+        timeout, a cut or garbage a malformed response."""
+        if exc.kind == "timeout":
+            return ErrorInfo(
+                ErrorKind.TIMEOUT, f"upstream stream stalled (idle timeout): {exc}", self.status
+            )
+        return _error(exc, self.status).info
 
     def close(self) -> None:
         """Drop the connection (not back to the pool): a cancelled call stops costing."""

@@ -17,6 +17,7 @@ from hedgerow.config import Timeouts
 from hedgerow.formats import FormatError
 from hedgerow.formats.sse import PassthroughScanner
 from hedgerow.providers import ClientPool, UpstreamError, UpstreamResponse, open_call
+from hedgerow.providers.http1 import Http1Error
 from hedgerow.routing.deployment import Deployment
 
 __all__ = ["Chunk", "StreamAttempt", "complete_once", "open_stream"]
@@ -147,8 +148,9 @@ class StreamAttempt:
                         yield None, [self._timed_out()]
                         return
                     break
-                except UpstreamError as exc:
-                    yield None, [self._timed_out() if expired else ir.StreamError(exc.info)]
+                except Http1Error as exc:
+                    info = self.response.stream_error(exc)
+                    yield None, [self._timed_out() if expired else ir.StreamError(info)]
                     return
                 if expired:
                     yield None, [self._timed_out()]
