@@ -52,13 +52,20 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
 
 
 def request(
-    port: int, method: str, path: str, body: Any = None, timeout: float = 10.0
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 10.0,
+    key: str | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP call on a fresh connection: its status and body."""
+    """One HTTP call on a fresh connection (with gateway ``key``): its status and body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json", "connection": "close"}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
@@ -66,10 +73,10 @@ def request(
         conn.close()
 
 
-def chat(port: int, model: str = "chat", **extra: Any) -> tuple[int, bytes]:
+def chat(port: int, model: str = "chat", key: str | None = None, **extra: Any) -> tuple[int, bytes]:
     """An OpenAI chat call to the gateway on ``port``."""
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-    return request(port, "POST", "/v1/chat/completions", {**body, **extra})
+    return request(port, "POST", "/v1/chat/completions", {**body, **extra}, key=key)
 
 
 def write_config(path: Path, mock: Mock, route: dict[str, Any], **extra: Any) -> Path:

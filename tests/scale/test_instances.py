@@ -9,12 +9,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hedgerow.security.keys import hash_key
 from tests.observe.conftest import metric
 from tests.procs import free_port
 from tests.redis_server import RedisServer
 from tests.scale.conftest import Mock, chat, gateway, request, until, write_config
 
 LIMIT = 20  # requests per minute (burst 20)
+KEY_RPM = 10
 
 
 def _shared(redis: str, **extra: Any) -> dict[str, Any]:
@@ -120,3 +122,31 @@ def test_redis_going_away_mid_run_never_fails_a_request(
             assert _sharing(a) == (1.0, "shared", "ok")
     finally:
         own.stop()
+
+
+def test_a_keys_limit_holds_across_instances_and_falls_back_to_local(
+    tmp_path: Path, mock: Mock, redis_server: RedisServer
+) -> None:
+    """Two instances sharing Redis grant a gateway key its RPM once between them; with Redis
+    unreachable each instance keeps the key's limit on its own, and answers."""
+    key = "hr-test-instances-key-8d1f"
+    keys = [{"name": "limited", "sha256": hash_key(key), "rpm": KEY_RPM}]
+    route = {"tiers": [["oai/gpt-5.5"]]}
+    shared = _shared(redis_server.url)
+    config = write_config(tmp_path / "c.yaml", mock, route, shared=shared, auth={"keys": keys})
+    with (
+        gateway(config, tmp_path / "a.log") as (a, _),
+        gateway(config, tmp_path / "b.log") as (b, _),
+    ):
+        statuses = [chat(port, key=key)[0] for _ in range(2 * KEY_RPM) for port in (a, b)]
+    granted = statuses.count(200)
+    # The key's bucket refills one request every 6 s while the calls run: allow one more.
+    assert KEY_RPM <= granted <= KEY_RPM + 1, statuses
+    assert set(statuses) == {200, 429}
+
+    nowhere = _shared(f"redis://127.0.0.1:{free_port()}/0")
+    config = write_config(tmp_path / "d.yaml", mock, route, shared=nowhere, auth={"keys": keys})
+    with gateway(config, tmp_path / "c.log") as (c, _):
+        statuses = [chat(c, key=key)[0] for _ in range(2 * KEY_RPM)]
+    assert statuses.count(200) in (KEY_RPM, KEY_RPM + 1), statuses
+    assert set(statuses) == {200, 429}

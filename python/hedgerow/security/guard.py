@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping
+from typing import Protocol
 
 import msgspec
 
@@ -30,6 +31,14 @@ __all__ = ["KeyGuard", "Price", "key_from_headers"]
 log = logging.getLogger("hedgerow.security")
 
 _Bucket = TokenBucket | SharedBucket
+
+
+class RemoteLimits(Protocol):
+    """Limits shared between instances (``hedgerow.routing.shared.RemoteHealth``)."""
+
+    async def acquire(self, name: str, rate: float, per: float, cost: float) -> float | None:
+        """0.0, seconds to wait, or ``None`` when the shared store is unreachable."""
+        ...
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True):
@@ -94,10 +103,13 @@ class KeyGuard:
         store: KeyStore,
         prices: Mapping[str, Price] | None = None,
         region: SharedState | None = None,
+        remote: RemoteLimits | None = None,
     ) -> None:
         self.store = store
         self.prices = dict(prices or {})
         self.region = region
+        # Instances sharing Redis (``shared.redis_url``) hold each key's RPM/TPM there.
+        self.remote = remote
         self._buckets: dict[tuple[str, float | None, float | None], tuple[_Bucket | None, ...]] = {}
         self._in_flight: dict[str, int] = {}
         # Requests of each key counted in the region (released there, not locally).
@@ -188,6 +200,42 @@ class KeyGuard:
 
         On success the request counts as in flight until ``release``.
         """
+        denied = self._enter(record, route)
+        if denied is None:
+            rpm, tpm = self._buckets_of(record)
+            for bucket, cost, what in ((rpm, 1.0, "requests"), (tpm, float(tokens), "tokens")):
+                if bucket is not None and cost:
+                    denied = self._over(record, what, bucket.acquire(cost))
+                    if denied is not None:
+                        break
+        return denied
+
+    async def admit_shared(
+        self, record: KeyRecord, route: str, tokens: int, remote: RemoteLimits
+    ) -> ir.ErrorInfo | None:
+        """``admit`` with the key's RPM/TPM held in Redis, so that several instances grant the
+        key's limit once between them (GCRA in one script, as the deployments' limits). While
+        Redis is unreachable this instance's own buckets stand in, and nothing fails."""
+        denied = self._enter(record, route)
+        if denied is None:
+            rpm, tpm = self._buckets_of(record)
+            limits = (
+                (rpm, record.rpm, 1.0, "requests"),
+                (tpm, record.tpm, float(tokens), "tokens"),
+            )
+            for bucket, rate, cost, what in limits:
+                if bucket is None or not rate or not cost:
+                    continue
+                wait = await remote.acquire(f"key:{record.sha256}:{what}", rate, 60.0, cost)
+                if wait is None:  # Redis unreachable: this instance's own limit
+                    wait = bucket.acquire(cost)
+                denied = self._over(record, what, wait)
+                if denied is not None:
+                    break
+        return denied
+
+    def _enter(self, record: KeyRecord, route: str) -> ir.ErrorInfo | None:
+        """The checks before the rate limits: the route, the budget, a slot in flight."""
         if record.routes is not None and route not in record.routes:
             return _denied(f"This key may not use the route `{route}`", 403)
         if record.budget is not None and self.store.spent(record) >= record.budget:
@@ -200,19 +248,19 @@ class KeyGuard:
             )
             info.retry_after = 1.0
             return info
-        rpm, tpm = self._buckets_of(record)
-        for bucket, cost, what in ((rpm, 1.0, "requests"), (tpm, float(tokens), "tokens")):
-            if bucket is None or not cost:
-                continue
-            wait = bucket.acquire(cost)
-            if wait > 0:
-                self.release(record)
-                info = _denied(
-                    f"This key is over its {what}-per-minute limit", 429, ir.ErrorKind.RATE_LIMITED
-                )
-                info.retry_after = wait
-                return info
         return None
+
+    def _over(self, record: KeyRecord, what: str, wait: float) -> ir.ErrorInfo | None:
+        """A refusal when a limit says wait (the slot taken by ``_enter`` is given back)."""
+        if wait <= 0:
+            return None
+        self.release(record)
+        info = _denied(
+            f"This key is over its {what}-per-minute limit", 429, ir.ErrorKind.RATE_LIMITED
+        )
+        # A cost no bucket can ever hold waits forever: say a minute, the limits' period.
+        info.retry_after = min(wait, 60.0)
+        return info
 
     def release(self, record: KeyRecord) -> None:
         """The request admitted for ``record`` is over."""

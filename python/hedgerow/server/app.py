@@ -153,11 +153,13 @@ def create_app(
         middlewares=[_client_format_errors, authenticate],
     )
     install(app, header_limits or HeaderLimits.from_config(config.server))
-    # Per-key limits hold across the workers of `serve --workers N` through their region.
+    # Per-key limits hold across the workers of `serve --workers N` through their region,
+    # and across instances through Redis when `shared.redis_url` is set.
     guard = KeyGuard(
         KeyStore(config.auth.keys, config.auth.keys_db),
         config.auth.prices,
         region=gateway.shared.region,
+        remote=gateway.shared.remote,
     )
     app[GATEWAY_KEY] = gateway
     app[GUARD_KEY] = guard

@@ -199,6 +199,25 @@ class _Ticket:
         self.admitted = denied is None
         return denied
 
+    @property
+    def shared(self) -> bool:
+        """Whether the key's limits live in Redis (instances share them): ``admit_shared``."""
+        return (
+            self.principal is not None and self.guard is not None and self.guard.remote is not None
+        )
+
+    async def admit_shared(self, chat: ir.ChatRequest) -> ir.ErrorInfo | None:
+        """``admit`` with the key's RPM/TPM shared between instances."""
+        self.route = chat.model
+        assert self.guard is not None and self.guard.remote is not None
+        assert self.principal is not None
+        tokens = estimate_request_tokens(chat) if self.principal.tpm else 0
+        denied = await self.guard.admit_shared(
+            self.principal, chat.model, tokens, self.guard.remote
+        )
+        self.admitted = denied is None
+        return denied
+
     def finish(
         self,
         status: int,
@@ -259,7 +278,7 @@ async def chat_exchange(
     try:
         body = parse_json_body(data)
         chat = _parse_chat(fmt, body, max_messages)
-        denied = ticket.admit(chat)
+        denied = await ticket.admit_shared(chat) if ticket.shared else ticket.admit(chat)
         if denied is not None:
             raise GatewayError(denied)
         if chat.stream:
