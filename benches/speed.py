@@ -10,7 +10,9 @@ benches/.tools) on core 1:
 * (c) ``hedgerow``: ``hedgerow serve`` with its full feature set: breakers, windows, RPM and
   TPM buckets (set high enough never to refuse), metrics, the event log (SQLite) and the JSON
   request log (to a file), when ``hedgerow.observe`` is wired into ``create_app``;
-  (c') the same with the request log off, to show what that one feature costs;
+  (c') the same with the request log off, to show what that one feature costs; (c'') with
+  ``observe.enabled: false`` (no metrics, event log, request log or alerts): against (c),
+  what observability costs the whole server per request;
 * (d) ``litellm``: the LiteLLM proxy (the latest release, installed by this script into
   benches/.litellm-venv, never a project dependency) with the equivalent one-route config.
 
@@ -70,6 +72,7 @@ routes:
     tiers: [[{{target: oai/{model}, rpm: 100000000, tpm: 10000000000}}]]
   slow: {{tiers: [[oai/{slow}]]}}
 observe:
+  enabled: {observe}
   event_log: "{tmp}/events.db"
   request_log: {request_log}
   request_log_file: "{tmp}/requests.jsonl"
@@ -324,11 +327,20 @@ def main() -> int:
         "rows": {},
     }
     configs = {}
-    for name, request_log in (("full", "true"), ("nolog", "false")):
+    for name, request_log, observe in (
+        ("full", "true", "true"),
+        ("nolog", "false", "true"),
+        ("noobserve", "false", "false"),
+    ):
         path = tmp / f"hedgerow-{name}.yaml"
         path.write_text(
             HEDGEROW_CONFIG.format(
-                mock=mock, model=MODEL, slow=SLOW_MODEL, tmp=tmp, request_log=request_log
+                mock=mock,
+                model=MODEL,
+                slow=SLOW_MODEL,
+                tmp=tmp,
+                request_log=request_log,
+                observe=observe,
             )
         )
         configs[name] = path
@@ -345,7 +357,11 @@ def main() -> int:
         targets["(b) aiohttp proxy"] = f"http://127.0.0.1:{port}{path}"
         pids["(b) aiohttp proxy"] = thin_proc.pid
         gateways = {}
-        for label, name in (("(c) hedgerow", "full"), ("(c') hedgerow, request log off", "nolog")):
+        for label, name in (
+            ("(c) hedgerow", "full"),
+            ("(c') hedgerow, request log off", "nolog"),
+            ("(c'') hedgerow, observability off", "noobserve"),
+        ):
             port = free_port()
             serve = [*HEDGEROW, "serve", "--config", str(configs[name]), "--port", str(port)]
             proc = stack.enter_context(process(serve, port, tmp / f"serve-{name}.log", "0"))

@@ -453,6 +453,9 @@ class ObserveConfig(msgspec.Struct, forbid_unknown_fields=True):
     JSON request log (``request_log_file``, or stderr), alert rules and sinks, status pages
     (provider name -> page)."""
 
+    # False: none of it (no /metrics, events, request log, alerts, dashboard or operator
+    # controls), for embedding behind an observability stack of one's own.
+    enabled: bool = True
     event_log: str | None = None
     event_log_retention_days: float = 30.0
     request_log: bool = True

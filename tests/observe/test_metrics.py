@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from hedgerow.jobs import FakeClock as JobsClock
@@ -19,6 +20,7 @@ from hedgerow.observe.metrics import Metrics, prepare_multiprocess, worker_exite
 from hedgerow.routing import Gateway
 from hedgerow.sim.mock import RunningMock
 from tests.observe.conftest import CHAT, USER, FakeClock, config_for, metric, running_app, until
+from tests.servers import make_config, start_gateway
 
 ROUTES = {
     "chat": CHAT,
@@ -300,3 +302,17 @@ async def test_a_failing_observer_never_reaches_traffic_or_readers(
         )
         assert metric(text, "hedgerow_attempts_total", route="chat", **{"class": "success"}) == 3
     assert any("processing an event failed" in r.message for r in caplog.records)
+
+
+async def test_observability_can_be_turned_off(mock: RunningMock) -> None:
+    """``observe.enabled: false``: requests are served, and none of observability's
+    endpoints exist (404 in the client's format), for a stack that brings its own."""
+    config = make_config(mock, {"chat": {"tiers": [["oai/gpt-5.5"]]}}, observe={"enabled": False})
+    async with start_gateway(config) as gw, aiohttp.ClientSession() as http:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+        async with http.post(f"{gw.url}/v1/chat/completions", json=body) as response:
+            assert response.status == 200
+        for path in ("/metrics", "/v1/health", "/v1/events", "/dashboard"):
+            async with http.get(f"{gw.url}{path}") as response:
+                assert response.status == 404, path
+                assert (await response.json())["error"]["type"] == "invalid_request_error"

@@ -176,7 +176,8 @@ def create_app(
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    install_observability(app, gateway, config)
+    if config.observe.enabled:
+        install_observability(app, gateway, config)
 
     # Background jobs: POST /v1/jobs, the router's `queue` degradation, in-process workers.
     queue = open_queue(config.jobs)
