@@ -1,5 +1,6 @@
 """The native quiet rules (``hedgerow._core.loud_spans``) against their Python definitions
-(``quiet_events`` of each format), and the scanner's native path against its Python one."""
+(``quiet_events`` of each format). The scanner's native path against its Python one is held
+in test_passthrough_scanner.py, with the full decoder."""
 
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hedgerow import ir
 from hedgerow._core import loud_spans
 from hedgerow.formats import anthropic, openai
 from hedgerow.formats.sse import PassthroughScanner, QuietDialect
 from tests.formats.test_passthrough_scanner import (
-    _ANT_CUT,
     _ANT_END,
-    _ANT_ERROR,
-    _ANT_HEAD,
     _ANT_TEXT,
-    _OAI_CUT,
     _OAI_END,
     _OAI_ERROR,
     _OAI_HEAD,
@@ -133,31 +129,3 @@ def test_the_format_rules_are_declared_native() -> None:
     for fmt in FORMATS:
         assert PassthroughScanner(fmt.StreamDecoder(), fmt.quiet_events)._dialect is not None
     assert PassthroughScanner(openai.StreamDecoder(), lambda _: False)._dialect is None
-
-
-def _events(fmt: ModuleType, data: bytes, size: int, native: bool) -> list[ir.StreamEvent]:
-    scanner = PassthroughScanner(fmt.StreamDecoder(), fmt.quiet_events, native=native)
-    out: list[ir.StreamEvent] = []
-    for i in range(0, len(data), size):
-        out += scanner.feed(data[i : i + size])
-    return out + scanner.close()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    pieces=st.lists(st.sampled_from(["text", "error", "end", "cut"]), max_size=12),
-    size=st.integers(1, 400),
-    anthropic_format=st.booleans(),
-)
-def test_native_and_python_paths_decode_the_same_events(
-    pieces: list[str], size: int, anthropic_format: bool
-) -> None:
-    fmt, head, parts = (
-        (anthropic, _ANT_HEAD, {"text": _ANT_TEXT, "error": _ANT_ERROR, "end": _ANT_END,
-                                "cut": _ANT_CUT})
-        if anthropic_format
-        else (openai, _OAI_HEAD, {"text": _OAI_TEXT, "error": _OAI_ERROR, "end": _OAI_END,
-                                  "cut": _OAI_CUT})
-    )  # fmt: skip
-    data = head + b"".join(parts[p] for p in pieces)
-    assert _events(fmt, data, size, True) == _events(fmt, data, size, False)

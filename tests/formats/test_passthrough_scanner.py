@@ -65,17 +65,22 @@ def _summary(events: list[ir.StreamEvent]) -> list[object]:
     return out
 
 
+def _light(fmt: object, data: bytes, size: int, native: bool = True) -> list[ir.StreamEvent]:
+    """The scanner's events over ``data`` read ``size`` bytes at a time."""
+    scanner = PassthroughScanner(fmt.StreamDecoder(), fmt.quiet_events, native=native)  # type: ignore[attr-defined]
+    out: list[ir.StreamEvent] = []
+    for part in _split(data, size):
+        out += scanner.feed(part)
+    return out + scanner.close()
+
+
 def _run(fmt: object, head: bytes, rest: bytes, size: int) -> tuple[list[object], list[object]]:
     full = fmt.StreamDecoder()  # type: ignore[attr-defined]
     reference: list[ir.StreamEvent] = []
-    scanner = PassthroughScanner(fmt.StreamDecoder(), fmt.quiet_events)  # type: ignore[attr-defined]
-    light: list[ir.StreamEvent] = []
     for part in _split(head + rest, size):
         reference += full.feed(part)
-        light += scanner.feed(part)
     reference += full.close()
-    light += scanner.close()
-    return _summary(reference), _summary(light)
+    return _summary(reference), _summary(_light(fmt, head + rest, size))
 
 
 @pytest.mark.parametrize("size", [1, 7, 64, 100_000])
@@ -123,7 +128,9 @@ def test_scanner_finds_what_the_full_decoder_finds(
 def test_any_mix_of_events_in_any_reads(
     pieces: list[str], size: int, anthropic_format: bool
 ) -> None:
-    """Loud events anywhere (amid content, several per read, at the end) are all found."""
+    """Loud events anywhere (amid content, several per read, at the end) are all found, and
+    the native classification (``loud_spans``) decodes exactly the events the Python rules
+    do."""
     fmt, head, parts = (
         (anthropic, _ANT_HEAD, {"text": _ANT_TEXT, "error": _ANT_ERROR, "end": _ANT_END,
                                 "cut": _ANT_CUT})
@@ -131,8 +138,10 @@ def test_any_mix_of_events_in_any_reads(
         else (openai, _OAI_HEAD, {"text": _OAI_TEXT, "error": _OAI_ERROR, "end": _OAI_END,
                                   "cut": _OAI_CUT})
     )  # fmt: skip
-    reference, light = _run(fmt, head, b"".join(parts[p] for p in pieces), size)
+    rest = b"".join(parts[p] for p in pieces)
+    reference, light = _run(fmt, head, rest, size)
     assert light == reference
+    assert _light(fmt, head + rest, size, native=True) == _light(fmt, head + rest, size, False)
 
 
 def test_content_is_decoded_only_up_to_the_first() -> None:
