@@ -77,6 +77,9 @@ _CRASH_WINDOW = 5.0
 CONTROL_ENV = "HEDGEROW_CONTROL_FD"
 # How long the supervisor waits for every worker to apply a relayed operator action.
 _RELAY_TIMEOUT = 5.0
+# After a draining worker stops accepting: how long a connection it accepted last has to
+# deliver its request before the server stops reading new ones (see ``run_worker``).
+_ACCEPT_GRACE = 0.5
 
 
 def run_worker(config_path: str, sock_fd: int, ready_fd: int, drain: float) -> None:
@@ -111,8 +114,13 @@ def run_worker(config_path: str, sock_fd: int, ready_fd: int, drain: float) -> N
         os.write(ready_fd, b"r")
         os.close(ready_fd)
         await stop.wait()
-        # Stop accepting (the socket stays open in the supervisor for the next worker), let
-        # open requests and streams finish up to `drain` seconds, then close what is left.
+        # Stop accepting first (the socket stays open in the supervisor for the next worker).
+        # A connection accepted just before has not always delivered its request yet, and
+        # once the server shuts down it reads nothing more: that client would wait, unanswered,
+        # for the whole drain. So its request gets a moment to arrive and be taken in hand.
+        await site.stop()
+        await asyncio.sleep(_ACCEPT_GRACE)
+        # Then let open requests and streams finish up to `drain` seconds, and close the rest.
         await runner.cleanup()
 
     asyncio.run(main())
