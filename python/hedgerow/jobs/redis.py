@@ -31,6 +31,8 @@ restart of Redis (the tests do, and restart it mid-run).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -385,6 +387,18 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+async def _execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
+    """Run a pipeline to its end even if the caller is cancelled meanwhile.
+
+    redis-py gives the pipeline's connection back in a ``finally`` that awaits the pool; a
+    cancellation landing there keeps the connection (and warns when the pipeline is
+    collected). Shielded, the execute finishes and releases it; the caller still sees its
+    cancellation. Redis calls are bounded by the client's socket timeout.
+    """
+    result: list[Any] = await asyncio.shield(pipe.execute(raise_on_error=raise_on_error))
+    return result
+
+
 class RedisQueue(JobQueue):
     """Jobs in Redis Streams, shared by every process and host that uses the same server
     and ``prefix``.
@@ -499,7 +513,7 @@ class RedisQueue(JobQueue):
                     *self._fields(job),
                 ]
                 await self._submit_script(args=args, client=pipe)
-            replies = await pipe.execute()
+            replies = await _execute(pipe)
             out: list[Submission | IdempotencyConflict] = []
             existing: dict[int, str] = {}
             for index, (job, reply) in enumerate(zip(jobs, replies, strict=True)):
@@ -512,7 +526,7 @@ class RedisQueue(JobQueue):
                 pipe = self._client.pipeline(transaction=False)
                 for job_id in existing.values():
                     pipe.hgetall(f"{self.prefix}:job:{job_id}")
-                found = await pipe.execute()
+                found = await _execute(pipe)
                 for (index, _), raw in zip(existing.items(), found, strict=True):
                     job = jobs[index]
                     old = _hash_to_job(raw)
@@ -557,7 +571,7 @@ class RedisQueue(JobQueue):
                 pipe = self._client.pipeline(transaction=False)
                 for job_id in ids:
                     pipe.hgetall(f"{self.prefix}:job:{job_id.decode()}")
-                raws = await self._guard(pipe.execute)
+                raws = await self._guard(functools.partial(_execute, pipe))
                 for raw in raws:
                     if not raw:
                         continue
@@ -586,7 +600,7 @@ class RedisQueue(JobQueue):
             pipe = self._client.pipeline(transaction=False)
             for state in JobState:
                 pipe.zcard(f"{self.prefix}:st:{state.value}")
-            return list(await pipe.execute())
+            return list(await _execute(pipe))
 
         values = await self._guard(run)
         return {state: int(n) for state, n in zip(JobState, values, strict=True)}
@@ -617,7 +631,7 @@ class RedisQueue(JobQueue):
                 for stream in streams:
                     pipe.xlen(stream)
                     pipe.xpending(stream, GROUP)
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await _execute(pipe, raise_on_error=False)
                 for i, stream in enumerate(streams):
                     length, pending = replies[2 * i], replies[2 * i + 1]
                     if isinstance(length, Exception) or isinstance(pending, Exception):
@@ -674,7 +688,7 @@ class RedisQueue(JobQueue):
                     ],
                     client=pipe,
                 )
-            replies = await pipe.execute()
+            replies = await _execute(pipe)
             return [_hash_to_job(_pairs(r)) for r in replies if r]
 
         return await self._guard(run)
