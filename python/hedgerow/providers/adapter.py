@@ -39,7 +39,6 @@ class Adapter:
 
     __slots__ = (
         "_base",
-        "_headers",
         "_max_tokens_field",
         "config",
         "fmt",
@@ -70,17 +69,12 @@ class Adapter:
         elif key:
             headers["authorization"] = f"Bearer {key}"
         headers.update({k.lower(): v for k, v in config.headers.items()})
-        self._headers = headers
-        # The same headers as wire bytes, for the HTTP/1.1 client (prepared once).
+        # The request headers (auth included) as wire bytes, prepared once for the HTTP/1.1
+        # client and shared by every call.
         self.header_block = header_block(headers)
         self._max_tokens_field = config.max_tokens_field or (
             "max_tokens" if self.kind == "openai_compatible" else "max_completion_tokens"
         )
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The request headers (auth included): prepared once, shared, never mutated."""
-        return self._headers
 
     def url(self, model: str, stream: bool) -> str:
         """The endpoint for a chat request to ``model``."""

@@ -153,12 +153,6 @@ class Http1Response:
             self._headers = headers
         return headers
 
-    @property
-    def content_length(self) -> int | None:
-        """The announced body length, if any."""
-        value = self.headers.get("content-length")
-        return int(value) if value is not None and value.isdigit() else None
-
     async def read(self, limit: int) -> bytes:
         """The whole body; more than ``limit`` bytes raises (malformed), closing the connection.
 

@@ -67,9 +67,9 @@ _KINDS = {
 }
 
 
-def _error(exc: Http1Error, status: int = 0, prefix: str = "") -> UpstreamError:
+def _info(exc: Http1Error, status: int = 0, prefix: str = "") -> ErrorInfo:
     message = f"upstream stream cut: {exc}" if exc.kind == "cut" else f"{prefix}{exc}"
-    return UpstreamError(ErrorInfo(_KINDS[exc.kind], message, status))
+    return ErrorInfo(_KINDS[exc.kind], message, status)
 
 
 class UpstreamResponse:
@@ -91,7 +91,7 @@ class UpstreamResponse:
         try:
             return await self._response.read(MAX_RESPONSE_BYTES)
         except Http1Error as exc:
-            raise _error(exc, self.status) from None
+            raise UpstreamError(_info(exc, self.status)) from None
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. A failure raises ``Http1Error``, which ``stream_error``
@@ -106,7 +106,7 @@ class UpstreamResponse:
             return ErrorInfo(
                 ErrorKind.TIMEOUT, f"upstream stream stalled (idle timeout): {exc}", self.status
             )
-        return _error(exc, self.status).info
+        return _info(exc, self.status)
 
     def close(self) -> None:
         """Drop the connection (not back to the pool): a cancelled call stops costing."""
@@ -134,7 +134,7 @@ async def open_call(
             raise UpstreamError(
                 ErrorInfo(ErrorKind.TIMEOUT, f"{adapter.name}: no response headers in time")
             ) from None
-        raise _error(exc, prefix=f"{adapter.name}: ") from None
+        raise UpstreamError(_info(exc, prefix=f"{adapter.name}: ")) from None
     if 200 <= response.status < 300:
         return UpstreamResponse(response)
     try:

@@ -210,12 +210,12 @@ class KeyGuard:
                         break
         return denied
 
-    async def admit_shared(
-        self, record: KeyRecord, route: str, tokens: int, remote: RemoteLimits
-    ) -> ir.ErrorInfo | None:
+    async def admit_shared(self, record: KeyRecord, route: str, tokens: int) -> ir.ErrorInfo | None:
         """``admit`` with the key's RPM/TPM held in Redis, so that several instances grant the
         key's limit once between them (GCRA in one script, as the deployments' limits). While
         Redis is unreachable this instance's own buckets stand in, and nothing fails."""
+        remote = self.remote
+        assert remote is not None, "admit_shared is for a guard with shared limits (remote)"
         denied = self._enter(record, route)
         if denied is None:
             rpm, tpm = self._buckets_of(record)

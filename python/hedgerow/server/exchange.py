@@ -209,12 +209,9 @@ class _Ticket:
     async def admit_shared(self, chat: ir.ChatRequest) -> ir.ErrorInfo | None:
         """``admit`` with the key's RPM/TPM shared between instances."""
         self.route = chat.model
-        assert self.guard is not None and self.guard.remote is not None
-        assert self.principal is not None
+        assert self.guard is not None and self.principal is not None
         tokens = estimate_request_tokens(chat) if self.principal.tpm else 0
-        denied = await self.guard.admit_shared(
-            self.principal, chat.model, tokens, self.guard.remote
-        )
+        denied = await self.guard.admit_shared(self.principal, chat.model, tokens)
         self.admitted = denied is None
         return denied
 
