@@ -306,6 +306,9 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=5000)
     parser.add_argument("--reps", type=int, default=3, help="max-rate runs per target (median)")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--streams-only", action="store_true", help="only the open-streams memory figure"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--hold", nargs=4, help=argparse.SUPPRESS)  # the stream-holding child
     args = parser.parse_args()
@@ -316,6 +319,8 @@ def main() -> int:
         asyncio.run(hold_streams(url, int(n), ready, release))
         return 0
     oha_binary()
+    if args.streams_only:
+        args.skip_litellm = True
     if not args.skip_litellm:
         litellm_binary()
     tmp = Path(tempfile.mkdtemp(prefix="hedgerow-speed-"))
@@ -368,6 +373,11 @@ def main() -> int:
             gateways[name] = (port, proc)
             targets[label] = f"http://127.0.0.1:{port}{path}"
             pids[label] = proc.pid
+        if args.streams_only:
+            port, proc = gateways["full"]
+            streams = open_streams(port, mock, proc.pid, args.streams, tmp)
+            print(json.dumps(streams, indent=2))
+            return 0
         lite_proc = None
         if not args.skip_litellm:
             port = free_port()

@@ -52,6 +52,7 @@ __all__ = [
     "RequestScope",
     "configure_logging",
     "current_scope",
+    "new_scope_context",
     "request_scope",
     "scope_middleware",
 ]
@@ -118,6 +119,15 @@ class request_scope:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def new_scope_context() -> contextvars.Context:
+    """A copy of the current context holding a fresh ``RequestScope``: what
+    ``scope_middleware`` gives a request, for a request run as a task of its own (the chat
+    lane, ``hedgerow.server.lane``)."""
+    context = contextvars.copy_context()
+    context.run(_SCOPE.set, RequestScope())
+    return context
 
 
 @web.middleware

@@ -17,7 +17,7 @@ from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.jobs.api import QueueSink, open_queue
 from hedgerow.observe import install_observability
-from hedgerow.observe.logs import configure_logging
+from hedgerow.observe.logs import configure_logging, new_scope_context, scope_middleware
 from hedgerow.observe.redact import Redactor, config_secrets
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.security import KeyGuard, KeyStore
@@ -31,7 +31,8 @@ from hedgerow.server.chat import (
 )
 from hedgerow.server.exchange import error_exchange, parse_json_body
 from hedgerow.server.jobs import add_job_routes, start_workers
-from hedgerow.server.protocol import HeaderLimits, install
+from hedgerow.server.lane import Lane
+from hedgerow.server.protocol import KEEPALIVE_TIMEOUT, HeaderLimits, install
 from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["create_app", "serve"]
@@ -139,6 +140,10 @@ async def _client_format_errors(request: web.Request, handler: Any) -> web.Strea
         )
 
 
+# The middleware the chat lane does the work of (``hedgerow.server.lane``).
+_LANE_MIDDLEWARES = (_client_format_errors, authenticate, scope_middleware)
+
+
 def create_app(
     gateway: Gateway, config: Config | None = None, header_limits: HeaderLimits | None = None
 ) -> web.Application:
@@ -152,7 +157,6 @@ def create_app(
         client_max_size=config.server.max_body_bytes,
         middlewares=[_client_format_errors, authenticate],
     )
-    install(app, header_limits or HeaderLimits.from_config(config.server))
     # Per-key limits hold across the workers of `serve --workers N` through their region,
     # and across instances through Redis when `shared.redis_url` is set.
     guard = KeyGuard(
@@ -166,12 +170,31 @@ def create_app(
     app[MAX_BODY_KEY] = config.server.max_body_bytes
     app[BODY_TIMEOUT_KEY] = config.server.body_timeout
     max_messages = config.server.max_messages
-    app.router.add_post(
-        "/v1/chat/completions", ChatHandler(gateway, openai_format, max_messages, guard).handle
-    )
-    app.router.add_post(
-        "/v1/messages", ChatHandler(gateway, anthropic_format, max_messages, guard).handle
-    )
+    chat = {
+        "/v1/chat/completions": ChatHandler(gateway, openai_format, max_messages, guard),
+        "/v1/messages": ChatHandler(gateway, anthropic_format, max_messages, guard),
+    }
+    for path, handler in chat.items():
+        app.router.add_post(path, handler.handle)
+    limits = header_limits or HeaderLimits.from_config(config.server)
+
+    def lane() -> Lane | None:
+        """The chat lane, unless middleware or signals not hedgerow's were added to the app
+        (the lane would pass them by)."""
+        if any(m not in _LANE_MIDDLEWARES for m in app.middlewares) or app.on_response_prepare:
+            log.info("chat endpoints served by aiohttp: the app has middleware of its own")
+            return None
+        return Lane(
+            chat,
+            guard=guard,
+            limits=limits,
+            max_body=config.server.max_body_bytes,
+            body_timeout=config.server.body_timeout,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            scoped=new_scope_context if scope_middleware in app.middlewares else None,
+        )
+
+    install(app, limits, lane)
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)

@@ -8,7 +8,7 @@ from types import ModuleType
 from aiohttp import web
 
 from hedgerow.routing import Gateway, GatewayError
-from hedgerow.security import KeyGuard
+from hedgerow.security import KeyGuard, KeyRecord
 from hedgerow.server.auth import principal_of
 from hedgerow.server.exchange import Exchange, bad_request, chat_exchange, error_exchange
 
@@ -72,12 +72,15 @@ class ChatHandler:
             return await send_exchange(
                 request, error_exchange(self.fmt, exc.info, should_retry=False)
             )
-        exchange = await chat_exchange(
+        return await send_exchange(request, await self.exchange(data, principal_of(request)))
+
+    async def exchange(self, data: bytes, principal: KeyRecord | None) -> Exchange:
+        """Answer a request body of this handler's format from the caller ``principal``."""
+        return await chat_exchange(
             self.gateway,
             self.fmt,
             data,
             max_messages=self.max_messages,
             guard=self.guard,
-            principal=principal_of(request),
+            principal=principal,
         )
-        return await send_exchange(request, exchange)

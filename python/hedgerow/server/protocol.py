@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -37,9 +36,8 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from hedgerow.config import ServerConfig
-from hedgerow.formats import anthropic as anthropic_format
-from hedgerow.formats import openai as openai_format
 from hedgerow.server.exchange import bad_request, error_exchange
+from hedgerow.server.lane import Lane, LaneConnection, client_format_of
 
 __all__ = ["HeaderLimits", "install"]
 
@@ -51,7 +49,6 @@ _SERVER_DEFAULTS = ServerConfig()
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle kept-alive connection stays open
 # How much of a request's first bytes is kept to tell its format when it is refused.
 _PREFIX = 2048
-_REQUEST_LINE = re.compile(rb"^[A-Z]+ +(\S+)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -80,16 +77,6 @@ class HeaderLimitError(BadHttpMessage):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _client_format(prefix: bytes) -> ModuleType:
-    """The error format of a request known only by its first bytes."""
-    match = _REQUEST_LINE.match(prefix)
-    if match is not None and match.group(1).startswith(b"/v1/messages"):
-        return anthropic_format
-    if b"\nanthropic-version:" in prefix.lower():
-        return anthropic_format
-    return openai_format
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -245,7 +232,9 @@ class GuardedRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         log.info("refused a request: %d %s", status, text)
         exchange = error_exchange(
-            _client_format(self._error_prefix), bad_request(text, status=status), should_retry=False
+            client_format_of(self._error_prefix),
+            bad_request(text, status=status),
+            should_retry=False,
         )
         response = web.Response(
             body=exchange.body, status=exchange.status, headers=exchange.headers
@@ -255,13 +244,22 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class _GuardedServer(web.Server):
-    """``web.Server`` that makes ``GuardedRequestHandler`` connections."""
+    """``web.Server`` whose connections start on the chat lane (``hedgerow.server.lane``),
+    which hands what it does not serve to a ``GuardedRequestHandler``; without a lane,
+    connections are ``GuardedRequestHandler`` from the start."""
 
-    def __init__(self, *args: Any, limits: HeaderLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: HeaderLimits, lane: Lane | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limits = limits
+        self._lane = lane
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> Any:
+        if self._lane is not None:
+            return LaneConnection(self, self._lane, self._loop)
+        return self.aiohttp_handler()
+
+    def aiohttp_handler(self) -> RequestHandler:
+        """A connection served by aiohttp (with hedgerow's header limits)."""
         limits = self._limits
         kwargs = {
             # An idle kept-alive connection closes after 75 s (what `web.run_app` sets; a
@@ -275,8 +273,11 @@ class _GuardedServer(web.Server):
         return GuardedRequestHandler(self, loop=self._loop, limits=limits, **kwargs)
 
 
-def install(app: web.Application, limits: HeaderLimits) -> None:
-    """Make every runner of ``app`` serve it through ``GuardedRequestHandler``.
+def install(
+    app: web.Application, limits: HeaderLimits, lane: Callable[[], Lane | None] = lambda: None
+) -> None:
+    """Make every runner of ``app`` serve it through the chat lane that ``lane`` makes
+    (called when a runner starts, once the app is complete) and ``GuardedRequestHandler``.
 
     aiohttp builds its connection ``Server`` in ``Application._make_handler`` (what every
     ``AppRunner`` calls); this wraps that one method on this one app, keeping everything it
@@ -293,6 +294,7 @@ def install(app: web.Application, limits: HeaderLimits) -> None:
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             limits=limits,
+            lane=lane(),
             **server._kwargs,
         )
 
