@@ -521,7 +521,7 @@ class LaneConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             raise ConnectionResetError("the client closed the connection")
-        close = self._closing or not message.keep_alive
+        close = self._closing = self._closing or not message.keep_alive
         if exchange.stream is None:
             body = exchange.body or b""
             framing = f"content-length: {len(body)}\r\n"
