@@ -5,7 +5,7 @@ Times one granted acquire of:
 * ``TokenBucket.acquire`` (one process's own limit);
 * ``SharedState.bucket(...).acquire`` (the region the workers of ``serve --workers N`` share:
   the same GCRA compare-and-swap on a word of a file mapped under /dev/shm);
-* the Redis GCRA Lua script of ``hedgerow.routing.shared.RemoteHealth`` from asyncio
+* the Redis GCRA Lua script of ``hedgerow.routing.remote.RemoteHealth`` from asyncio
   (redis-py, one loopback round trip), sequential and 64 at once.
 
 Run: ``python benches/bench_shared.py`` (starts its own ``redis-server``).
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from hedgerow import TokenBucket  # noqa: E402
 from hedgerow._core import SharedState  # noqa: E402
 from hedgerow.config import SharedConfig  # noqa: E402
-from hedgerow.routing.shared import RemoteHealth  # noqa: E402
+from hedgerow.routing.remote import RemoteHealth  # noqa: E402
 from tests.redis_server import RedisServer, ensure_redis  # noqa: E402
 
 N = 200_000

@@ -205,6 +205,27 @@ def measure(
     return rows
 
 
+def observe_cost(
+    targets: dict[str, str], pids: dict[str, int], seconds: float, rate: float, rounds: int
+) -> dict[str, Any]:
+    """CPU per request at ``rate`` of each target, ``rounds`` runs interleaved (so a slow
+    spell hits every target alike); the median and every run, both modes."""
+    out: dict[str, Any] = {}
+    for stream in (False, True):
+        mode = "stream" if stream else "non-stream"
+        runs: dict[str, list[float]] = {name: [] for name in targets}
+        for url in targets.values():
+            oha(url, body(MODEL, stream), 1.0, None)  # warm-up
+        for _ in range(rounds):
+            for name, url in targets.items():
+                result = oha(url, body(MODEL, stream), seconds, rate, [pids[name]])
+                runs[name].append(result["cpu_us"])
+        out[mode] = {
+            name: {"median": sorted(r)[len(r) // 2], "runs": r} for name, r in runs.items()
+        }
+    return out
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -309,6 +330,15 @@ def main() -> int:
     parser.add_argument(
         "--streams-only", action="store_true", help="only the open-streams memory figure"
     )
+    parser.add_argument(
+        "--observe-rounds",
+        type=int,
+        default=7,
+        help="interleaved fixed-rate runs of (c), (c'), (c'') and (b) for observability's cost",
+    )
+    parser.add_argument(
+        "--observe-only", action="store_true", help="only observability's cost (CPU per request)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--hold", nargs=4, help=argparse.SUPPRESS)  # the stream-holding child
     args = parser.parse_args()
@@ -319,7 +349,7 @@ def main() -> int:
         asyncio.run(hold_streams(url, int(n), ready, release))
         return 0
     oha_binary()
-    if args.streams_only:
+    if args.streams_only or args.observe_only:
         args.skip_litellm = True
     if not args.skip_litellm:
         litellm_binary()
@@ -378,6 +408,11 @@ def main() -> int:
             streams = open_streams(port, mock, proc.pid, args.streams, tmp)
             print(json.dumps(streams, indent=2))
             return 0
+        observed = {k: v for k, v in targets.items() if k.startswith(("(b)", "(c"))}
+        if args.observe_only:
+            cost = observe_cost(observed, pids, 4.0, args.rate, args.observe_rounds)
+            print(json.dumps(cost, indent=2) if args.json else observe_table(cost))
+            return 0
         lite_proc = None
         if not args.skip_litellm:
             port = free_port()
@@ -393,6 +428,10 @@ def main() -> int:
             targets[label] = f"http://127.0.0.1:{port}{path}"
             pids[label] = lite_proc.pid
         results["rows"] = measure(targets, pids, args.seconds, args.rate, args.reps)
+        if args.observe_rounds:
+            results["observe_cost"] = observe_cost(
+                observed, pids, 4.0, args.rate, args.observe_rounds
+            )
         if lite_proc is not None:
             results["litellm_rss_mib"] = sum(
                 rss_mib(p) for p in [lite_proc.pid, *children(lite_proc.pid)]
@@ -403,6 +442,27 @@ def main() -> int:
         results["workers"] = workers_rps(configs["full"], args.seconds, tmp)
     print(json.dumps(results, indent=2) if args.json else table(results))
     return 0
+
+
+def observe_table(cost: dict[str, Any]) -> str:
+    """Observability's cost: CPU µs per request, on (c) against off (c'')."""
+    lines = [
+        "| mode | (b) aiohttp proxy | (c'') observability off | (c') on, request log off "
+        "| (c) on | cost of it all | runs of (c'') / (c) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode, rows in cost.items():
+        # "(c'') hedgerow, observability off" -> "c''"
+        med = {name[1 : name.index(")")]: row["median"] for name, row in rows.items()}
+        runs = {name[1 : name.index(")")]: row["runs"] for name, row in rows.items()}
+        off, nolog, on = med["c''"], med["c'"], med["c"]
+        listed = " ".join(f"{x:.0f}" for x in runs["c''"]) + " / "
+        listed += " ".join(f"{x:.0f}" for x in runs["c"])
+        lines.append(
+            f"| {mode} | {med['b']:.0f} | {off:.0f} | {nolog:.0f} | {on:.0f} "
+            f"| **{on / off - 1:+.1%}** | {listed} |"
+        )
+    return "\n".join(lines)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -448,6 +508,9 @@ def table(results: dict[str, Any]) -> str:
         )
     if "litellm_rss_mib" in results:
         lines.append(f"LiteLLM RSS after its runs: {results['litellm_rss_mib']:.0f} MiB")
+    if "observe_cost" in results:
+        lines += ["", "observability's cost (CPU µs per request at the fixed rate, median):"]
+        lines.append(observe_table(results["observe_cost"]))
     w = results.get("workers")
     if w:
         lines.append("workers (unpinned, non-stream max req/s): " + ", ".join(

@@ -32,7 +32,7 @@ from hedgerow.routing.degrade import JobSink, Minimal, ResponseCache, request_ke
 from hedgerow.routing.deployment import Candidate, Deployment, RoutePlan
 from hedgerow.routing.events import Event, EventBus
 from hedgerow.routing.health import Health, outcome_of
-from hedgerow.routing.shared import RemoteHealth, SharedHealth, open_region
+from hedgerow.routing.shared import SharedHealth, open_region
 from hedgerow.tokens import estimate_request_tokens
 
 __all__ = ["ChatResult", "Gateway", "GatewayError", "Served", "StreamReply"]
@@ -229,6 +229,8 @@ class Gateway:
             # shares with other instances.
             remote = None
             if config.shared.redis_url:
+                from hedgerow.routing.remote import RemoteHealth  # redis-py only when used
+
                 remote = RemoteHealth(config.shared, self.clock)
                 remote.on_change = self._shared_changed
             shared = SharedHealth(open_region(), remote)

@@ -34,7 +34,7 @@ _Bucket = TokenBucket | SharedBucket
 
 
 class RemoteLimits(Protocol):
-    """Limits shared between instances (``hedgerow.routing.shared.RemoteHealth``)."""
+    """Limits shared between instances (``hedgerow.routing.remote.RemoteHealth``)."""
 
     async def acquire(self, name: str, rate: float, per: float, cost: float) -> float | None:
         """0.0, seconds to wait, or ``None`` when the shared store is unreachable."""
