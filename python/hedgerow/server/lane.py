@@ -108,12 +108,12 @@ class _Message:
     __slots__ = (
         "body",
         "chunked",
+        "count",
         "expect",
         "handler",
         "head",
         "headers",
         "keep_alive",
-        "length",
         "size",
         "url",
     )
@@ -122,9 +122,9 @@ class _Message:
         self.url = b""
         self.headers: dict[str, str] = {}
         self.head = 16  # the head's size in bytes (the method and version, roughly)
+        self.count = 0  # header lines
         self.body: list[bytes] = []
         self.size = 0
-        self.length = -1  # the declared content-length, -1 for none
         self.handler: ChatHandler | None = None
         self.keep_alive = True
         self.expect = False
@@ -288,14 +288,18 @@ class LaneConnection(asyncio.Protocol):
                 return
             if self._state != _HANDING:
                 self._handing()  # aiohttp answers what llhttp refused, in its own words
-        if self._state == _HANDING:
-            if self._task_handler is None and not self._queue:
-                self._hand_over()
-            return
-        if self._state == _HEAD:
+        state = self._state
+        if state == _HEAD:
             self._head_bytes += len(data)
             if self._head_bytes > self._lane.limits.max_bytes:
-                self._hand_over()  # aiohttp's handler answers 431 in the client's format
+                self._handing()  # aiohttp's handler answers 431 in the client's format
+            elif self._timer is None:
+                self._arm(self._lane.limits.timeout, self._head_timed_out)
+        elif state == _BODY and self._timer is None:
+            # Armed only when a body is still due after a read: usually it came whole.
+            self._arm(self._lane.body_timeout, self._body_timed_out)
+        if self._state == _HANDING and self._task_handler is None and not self._queue:
+            self._hand_over()
 
     # -- llhttp's callbacks ---------------------------------------------------------------------
 
@@ -304,11 +308,11 @@ class LaneConnection(asyncio.Protocol):
             return
         if self._completed_in_read:
             self._exact = False  # pipelined: this request starts mid-read
-        if self._served or self._task_handler is not None or self._timer is None:
+        if self._served or self._task_handler is not None:
             # A kept-alive connection's next request: its headers are due from its first
-            # byte (the first request's timer runs from the connection's opening).
+            # byte (the first request's timer runs from the connection's opening), timed
+            # once this read is parsed if they are still incomplete (``data_received``).
             self._disarm()
-            self._arm(self._lane.limits.timeout, self._head_timed_out)
         self._state = _HEAD
         self._message = _Message()
 
@@ -323,7 +327,8 @@ class LaneConnection(asyncio.Protocol):
             return
         headers = message.headers
         limits = self._lane.limits
-        if len(name) + len(value) + 2 > limits.max_line or len(headers) >= limits.max_count:
+        message.count += 1
+        if len(name) + len(value) + 2 > limits.max_line or message.count > limits.max_count:
             self._handing()  # aiohttp's handler answers 431 in the client's format
             return
         message.head += len(name) + len(value) + 4
@@ -347,21 +352,15 @@ class LaneConnection(asyncio.Protocol):
             self._handing()
             return
         length = message.headers.get("content-length")
-        if length is not None:
-            try:
-                message.length = int(length)
-            except ValueError:
-                message.length = -1
-            if message.length > lane.max_body:
-                self._handing()  # aiohttp reads what it must and answers 413
-                return
+        if length is not None and length.isdigit() and int(length) > lane.max_body:
+            self._handing()  # aiohttp answers 413 in the client's format
+            return
         message.handler = handler
         message.keep_alive = parser.should_keep_alive()
         message.chunked = parser.get_http_version() != "1.0"
         self._raw = None  # the lane's from here on
         self._state = _BODY
         self._disarm()
-        self._arm(lane.body_timeout, self._body_timed_out)
         if message.headers.get("expect", "").lower() == "100-continue":
             message.expect = True
             if self._transport is not None and self._task_handler is None:
@@ -439,6 +438,12 @@ class LaneConnection(asyncio.Protocol):
         self._state = _HANDING
         self._message = None
         self._disarm()
+        transport = self._transport
+        busy = self._task_handler is not None or self._queue
+        if busy and transport is not None and not self._read_paused:
+            # Read no more until then: what arrives meanwhile would only pile up.
+            self._read_paused = True
+            transport.pause_reading()
 
     def _hand_over(self) -> None:
         transport = self._transport

@@ -18,7 +18,9 @@ text:
   read from the first bytes of the request, kept for that purpose.
 
 Hooked in by ``install`` (``create_app`` calls it), so every runner of the app gets it:
-``hedgerow serve``, the workers of ``--workers N``, tests' in-process servers.
+``hedgerow serve``, the workers of ``--workers N``, tests' in-process servers. Connections
+start on the chat lane (``hedgerow.server.lane``), which keeps the same limits for the chat
+endpoints and hands every other request, with its connection, to ``GuardedRequestHandler``.
 """
 
 from __future__ import annotations
