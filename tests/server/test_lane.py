@@ -12,7 +12,10 @@ Which side answered is visible on the wire: aiohttp sends a ``server`` header, t
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +26,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hedgerow.routing import Gateway
 from hedgerow.security import hash_key
@@ -571,3 +576,78 @@ async def test_auth_on_the_lane_answers_401_in_the_endpoints_format(mock: Runnin
         assert_openai_completion(await read_full(reader))
         await send(writer, chat("/v1/messages", CHAT, f"x-api-key: {KEY}".encode()))
         assert_anthropic_message(await read_full(reader))
+
+
+# -- any split of the bytes -----------------------------------------------------------------
+
+_SEQUENCE = (
+    ("chat", chat()),
+    ("messages", chat("/v1/messages")),
+    ("models", MODELS),
+    ("chat", chat()),
+)
+_CHECKS: dict[str, Callable[[Response], None]] = {
+    "chat": assert_openai_completion,
+    "messages": assert_anthropic_message,
+    "models": assert_models,
+}
+
+
+@asynccontextmanager
+async def gateway_and_server(mock: RunningMock) -> AsyncIterator[tuple[int, web.Server]]:
+    """Like ``serve``, with the aiohttp ``web.Server`` whose connections the test inspects."""
+    config = make_config(mock, ROUTES, server={"max_body_bytes": 4096})
+    runner = web.AppRunner(
+        create_app(Gateway(config), config, header_limits=SMALL),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=1.0,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        assert runner.server is not None
+        yield int(runner.addresses[0][1]), runner.server
+    finally:
+        await runner.cleanup()
+
+
+async def server_socket(server: web.Server, writer: asyncio.StreamWriter) -> int:
+    """The file descriptor of the server's end of the client's connection ``writer``."""
+    local = writer.get_extra_info("sockname")
+    while True:
+        for transport in list(server._connections.values()):
+            if transport.get_extra_info("peername") == local:
+                return int(transport.get_extra_info("socket").fileno())
+        await asyncio.sleep(0)  # until the server has accepted it
+
+
+def unread(fd: int) -> int:
+    """Bytes waiting in the kernel for the server to read."""
+    count: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return count
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    start=st.integers(min_value=0, max_value=len(_SEQUENCE) - 1),
+    cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=6),
+)
+async def test_requests_split_anywhere_are_answered_alike(
+    mock: RunningMock, start: int, cuts: list[float]
+) -> None:
+    """Each request of a kept-alive sequence (lane, lane, handed to aiohttp, aiohttp) written
+    in pieces cut at arbitrary offsets, each piece read by the server before the next is
+    sent (its socket's unread count is watched): the same answers as whole, whichever side
+    serves it, wherever a read ends (mid request line, mid header, mid body)."""
+    async with gateway_and_server(mock) as (port, server), connect(port) as (reader, writer):
+        fd = await server_socket(server, writer)
+        for name, data in _SEQUENCE[start:]:
+            offsets = sorted({round(c * len(data)) for c in cuts} - {0, len(data)})
+            for a, b in zip([0, *offsets], [*offsets, len(data)], strict=True):
+                await send(writer, data[a:b])
+                while unread(fd):
+                    await asyncio.sleep(0)  # until the server has read this piece
+            _CHECKS[name](await read_full(reader))
