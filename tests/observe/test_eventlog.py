@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hedgerow.cli import main
-from hedgerow.observe.eventlog import EventLog, EventQuery, parse_time
+from hedgerow.observe.eventlog import EventLog, EventQuery, iso, parse_time
 from hedgerow.routing.events import Event
 from hedgerow.sim.mock import RunningMock
 from tests.observe.conftest import FakeClock, config_for, running_app
@@ -197,3 +200,24 @@ def test_parse_time_accepts_ages_iso_and_epoch() -> None:
     assert parse_time("2025-06-15T15:06:40", now) == 1_750_000_000.0
     with pytest.raises(ValueError, match="not a time"):
         parse_time("last tuesday", now)
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4e9),
+        # the edges where rounding the microseconds carries into the next millisecond or
+        # second
+        st.builds(
+            lambda s, f: s + f,
+            st.integers(0, 4_000_000_000),
+            st.sampled_from([0.9999995, 0.9999994, 0.0000005, 0.9995, 0.0005, 0.999999]),
+        ),
+    )
+)
+def test_iso_is_what_datetime_gives(epoch: float) -> None:
+    """Every log line's timestamp: the cached, integer-only formatter agrees with
+    ``datetime`` to the millisecond, carries included."""
+    expected = datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(
+        timespec="milliseconds"
+    )
+    assert iso(epoch) == expected.replace("+00:00", "Z")

@@ -145,18 +145,24 @@ def replicated() -> bool:
 
 # The last whole second formatted and its text, swapped as one tuple (threads read it).
 _iso_second: tuple[int, str] = (-1, "")
+_MILLIS = tuple(f"{n:03d}Z" for n in range(1000))
 
 
 def iso(epoch: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-06-05T15:08:12.345Z``)."""
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-06-05T15:08:12.345Z``), as
+    ``datetime`` gives them (microseconds rounded, then cut to milliseconds). One per logged
+    request: integer arithmetic and two cached strings, no formatting."""
     global _iso_second
-    second = int(epoch // 1)
+    second = int(epoch)
+    micros = round((epoch - second) * 1e6)
+    if micros >= 1_000_000:  # rounded up into the next second
+        second += 1
+        micros -= 1_000_000
     cached = _iso_second
     if cached[0] != second:  # formatting a date costs more than the rest of a log line
         text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         cached = _iso_second = (second, text)
-    millis = min(999, round((epoch - second) * 1e6) // 1000)  # as datetime rounds
-    return f"{cached[1]}{millis:03d}Z"
+    return cached[1] + _MILLIS[micros // 1000]
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
