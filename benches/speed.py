@@ -30,9 +30,12 @@ Measured for each, non-streaming and streaming:
   simulator paces them at 0.5 token/s) by a client on core 1; the gateway's RSS before and
   with every stream open;
 * workers: max requests/s of ``serve --workers 1`` and ``--workers 2``, unpinned (both cores
-  shared with the simulator and oha: this machine has two).
+  shared with the simulator and oha: this machine has two);
+* observability's cost: CPU per request at the fixed rate of (b), (c), (c') and (c''),
+  ``--observe-rounds`` runs interleaved, the medians; (c) against (c'') is the cost.
 
-Run: ``make bench-speed`` (or ``python benches/speed.py``; ``--skip-litellm`` to leave (d) out).
+Run: ``make bench-speed`` (or ``python benches/speed.py``; ``--skip-litellm`` to leave (d) out,
+``--streams-only`` or ``--observe-only`` for one figure alone).
 """
 
 from __future__ import annotations
