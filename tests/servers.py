@@ -50,10 +50,11 @@ def make_config(mock: RunningMock, routes: dict[str, Any], **extra: Any) -> Conf
 class RunningGateway:
     """A gateway app listening on loopback; ``url`` for SDK base URLs."""
 
-    def __init__(self, gateway: Gateway, port: int) -> None:
+    def __init__(self, gateway: Gateway, port: int, server: web.Server | None = None) -> None:
         self.gateway = gateway
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.server = server  # aiohttp's connection server, for tests that look at connections
 
 
 @asynccontextmanager

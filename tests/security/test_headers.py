@@ -52,7 +52,7 @@ async def serve(config: Config, limits: HeaderLimits = SMALL) -> AsyncIterator[R
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield RunningGateway(gateway, int(runner.addresses[0][1]))
+        yield RunningGateway(gateway, int(runner.addresses[0][1]), runner.server)
     finally:
         await runner.cleanup()
 

@@ -309,18 +309,18 @@ def http10(request: bytes) -> bytes:
     return request.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
 
 
-async def test_http10_gets_connection_close_and_the_socket_closes(gw: RunningGateway) -> None:
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(http10(chat()), id="http/1.0"),
+        pytest.param(chat("/v1/chat/completions", CHAT, b"Connection: close"), id="close"),
+    ],
+)
+async def test_an_answer_asked_to_close_closes_the_socket(
+    gw: RunningGateway, request_bytes: bytes
+) -> None:
     async with connect(gw.port) as (reader, writer):
-        await send(writer, http10(chat()))
-        response = await read_full(reader)
-        assert_openai_completion(response)
-        assert response.headers.get("connection") == "close"
-        assert await closed(reader)
-
-
-async def test_http11_connection_close_is_honoured(gw: RunningGateway) -> None:
-    async with connect(gw.port) as (reader, writer):
-        await send(writer, chat("/v1/chat/completions", CHAT, b"Connection: close"))
+        await send(writer, request_bytes)
         response = await read_full(reader)
         assert_openai_completion(response)
         assert response.headers.get("connection") == "close"
@@ -593,25 +593,6 @@ _CHECKS: dict[str, Callable[[Response], None]] = {
 }
 
 
-@asynccontextmanager
-async def gateway_and_server(mock: RunningMock) -> AsyncIterator[tuple[int, web.Server]]:
-    """Like ``serve``, with the aiohttp ``web.Server`` whose connections the test inspects."""
-    config = make_config(mock, ROUTES, server={"max_body_bytes": 4096})
-    runner = web.AppRunner(
-        create_app(Gateway(config), config, header_limits=SMALL),
-        handler_cancellation=True,
-        access_log=None,
-        shutdown_timeout=1.0,
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        assert runner.server is not None
-        yield int(runner.addresses[0][1]), runner.server
-    finally:
-        await runner.cleanup()
-
-
 async def server_socket(server: web.Server, writer: asyncio.StreamWriter) -> int:
     """The file descriptor of the server's end of the client's connection ``writer``."""
     local = writer.get_extra_info("sockname")
@@ -642,8 +623,10 @@ async def test_requests_split_anywhere_are_answered_alike(
     in pieces cut at arbitrary offsets, each piece read by the server before the next is
     sent (its socket's unread count is watched): the same answers as whole, whichever side
     serves it, wherever a read ends (mid request line, mid header, mid body)."""
-    async with gateway_and_server(mock) as (port, server), connect(port) as (reader, writer):
-        fd = await server_socket(server, writer)
+    config = make_config(mock, ROUTES, server={"max_body_bytes": 4096})
+    async with serve(config) as gw, connect(gw.port) as (reader, writer):
+        assert gw.server is not None
+        fd = await server_socket(gw.server, writer)
         for name, data in _SEQUENCE[start:]:
             offsets = sorted({round(c * len(data)) for c in cuts} - {0, len(data)})
             for a, b in zip([0, *offsets], [*offsets, len(data)], strict=True):
