@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gzip
 import logging
 import struct
 import termios
@@ -634,3 +635,14 @@ async def test_requests_split_anywhere_are_answered_alike(
                 while unread(fd):
                     await asyncio.sleep(0)  # until the server has read this piece
             _CHECKS[name](await read_full(reader))
+
+
+async def test_a_gzipped_body_is_handed_to_aiohttp_which_decompresses_it(
+    gw: RunningGateway,
+) -> None:
+    body = gzip.compress(CHAT)
+    async with connect(gw.port) as (reader, writer):
+        await send(writer, chat("/v1/chat/completions", body, b"Content-Encoding: gzip"))
+        response = await read_full(reader)
+        assert_openai_completion(response)
+        assert response.by_aiohttp

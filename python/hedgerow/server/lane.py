@@ -4,10 +4,10 @@ Every connection the server accepts starts as a ``LaneConnection``. A request fo
 the chat endpoints (``POST /v1/chat/completions``, ``POST /v1/messages``) is parsed by llhttp
 (httptools), authenticated, answered through ``chat_exchange`` and written straight to the
 transport: no ``web.Request``, no middleware chain, no ``StreamResponse``, one task per
-request. Anything else (another path or method, an upgrade, a request llhttp refuses or
-one past the header limits) is handed to aiohttp with its connection: the bytes received
-so far are replayed into a ``GuardedRequestHandler``, which serves the rest of that
-connection, so the admin API, the dashboard, metrics, jobs and every error aiohttp knows
+request. Anything else (another path or method, an upgrade, a compressed body, a request
+llhttp refuses or one past the header limits) is handed to aiohttp with its connection: the
+bytes received so far are replayed into a ``GuardedRequestHandler``, which serves the rest
+of that connection, so the admin API, the dashboard, metrics, jobs and every error aiohttp knows
 how to answer stay as they are.
 
 Why: aiohttp's server side was about a fifth of the CPU of a streamed request and most of
@@ -351,9 +351,13 @@ class LaneConnection(asyncio.Protocol):
         ):
             self._handing()
             return
-        length = message.headers.get("content-length")
+        headers = message.headers
+        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > lane.max_body:
             self._handing()  # aiohttp answers 413 in the client's format
+            return
+        if headers.get("content-encoding", "identity").lower() != "identity":
+            self._handing()  # a compressed body: aiohttp decompresses it
             return
         message.handler = handler
         message.keep_alive = parser.should_keep_alive()
