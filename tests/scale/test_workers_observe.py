@@ -198,3 +198,29 @@ def test_an_operator_action_holds_in_every_worker_at_once_and_is_recorded_once(
             text = scrape(port)
             assert total(text, "hedgerow_operator_actions_total") == 6
             assert total(text, "hedgerow_deployment_disabled", model="gpt-5.5") == 0
+
+
+def test_workers_share_one_event_log_when_the_config_names_none(tmp_path: Path, mock: Mock) -> None:
+    """No ``observe.event_log``: the supervisor gives the workers one file to share, so an
+    action taken through one worker is in ``/v1/events`` whichever worker answers; the file
+    goes when the server does."""
+    observe = {"request_log": False}
+    config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]}, observe=observe)
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        assert admin(port, "--reason", "INC-7", "disable", "oai/gpt-5.5").returncode == 0
+        for _ in range(12):  # fresh connections: both workers answer some of them
+            status, body = request(port, "GET", "/v1/events?kind=operator")
+            assert status == 200, body
+            rows = json.loads(body)["events"]
+            assert [r["detail"].get("reason") for r in rows] == ["INC-7"], rows
+        pid = min(_workers(proc))
+        shared = Path(
+            dict(
+                line.split("=", 1)
+                for line in Path(f"/proc/{pid}/environ").read_text().split("\0")
+                if "=" in line
+            )["HEDGEROW_EVENT_LOG"]
+        )
+        assert shared.is_file()
+    assert not shared.parent.exists()

@@ -295,6 +295,13 @@ def format_row(row: dict[str, Any]) -> str:
     ).rstrip()
 
 
+# ``serve --workers N`` names, in this variable, the event log its workers share when the
+# config names none (``hedgerow.server.workers``): in memory, each worker would keep its own.
+SHARED_EVENT_LOG_ENV = "HEDGEROW_EVENT_LOG"
+# How many rows a log the config did not ask for keeps (in memory, or the workers' shared one).
+DEFAULT_MAX_ROWS = 100_000
+
+
 class EventLog:
     """SQLite-backed event log with batched writes off the request path.
 
@@ -319,7 +326,7 @@ class EventLog:
         self.flush_every = flush_every
         self.max_pending = max_pending
         # An in-memory log keeps a bounded number of rows; a file keeps `retention_days`.
-        self.max_rows = max_rows if max_rows is not None else (None if path else 100_000)
+        self.max_rows = max_rows if max_rows is not None else (None if path else DEFAULT_MAX_ROWS)
         self.written = 0
         self.dropped = 0
         self.failed = 0

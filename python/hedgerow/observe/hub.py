@@ -18,13 +18,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from hedgerow.config import ObserveConfig
 from hedgerow.observe.alerts import AlertEngine, Notifier
-from hedgerow.observe.eventlog import AUDITED_KINDS, EventLog, EventQuery, stop_tasks
+from hedgerow.observe.eventlog import (
+    AUDITED_KINDS,
+    DEFAULT_MAX_ROWS,
+    SHARED_EVENT_LOG_ENV,
+    EventLog,
+    EventQuery,
+    stop_tasks,
+)
 from hedgerow.observe.health import health_view
 from hedgerow.observe.logs import RequestLog, RequestScope, current_scope
 from hedgerow.observe.metrics import Metrics
@@ -76,10 +84,14 @@ class Observability:
         self.config = config
         self.redactor = Redactor(secrets)
         self.metrics = Metrics(gateway)
+        # Unset in the config: in memory, or, under `serve --workers N`, the file the
+        # supervisor made for its workers to share (bounded like the in-memory one).
+        shared = None if config.event_log else os.environ.get(SHARED_EVENT_LOG_ENV)
         self.events = EventLog(
-            config.event_log,
+            config.event_log or shared,
             redactor=self.redactor,
             retention_days=config.event_log_retention_days,
+            max_rows=DEFAULT_MAX_ROWS if shared else None,
         )
         self.request_log = (
             RequestLog(config.request_log_file, stream=request_log_stream, redactor=self.redactor)

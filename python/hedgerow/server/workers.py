@@ -23,6 +23,11 @@ workers start (``PROMETHEUS_MULTIPROC_DIR``: the one given, else a fresh tempora
 removed at exit), and a worker that exits is marked dead there (its live gauges stop
 counting; its counts stay in the sums).
 
+**The event log** (``/v1/events``, the dashboard's timeline) is one for all the workers: the
+config's ``observe.event_log``, or, when it names none, a SQLite file made here for the
+workers' lifetime (``HEDGEROW_EVENT_LOG``, bounded to the in-memory log's 100,000 rows,
+removed at exit).
+
 **Operator controls** (``/admin/...``, ``hedgerow admin``) apply in every worker before the
 admin call answers. Each worker has a control channel to the supervisor (a socket pair, its
 end named in ``HEDGEROW_CONTROL_FD``): the worker that receives an action applies and
@@ -61,6 +66,7 @@ from aiohttp import web
 
 from hedgerow.config import ConfigError, load_config
 from hedgerow.observe.admin import OperatorCommand, apply_command
+from hedgerow.observe.eventlog import SHARED_EVENT_LOG_ENV
 from hedgerow.observe.metrics import prepare_multiprocess, worker_exited
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.routing.shared import REGION_ENV
@@ -246,6 +252,9 @@ class _Supervisor:
         given = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.metrics_dir = prepare_multiprocess(given)  # the workers inherit the variable
         self.own_metrics_dir = given is None
+        # The event log the workers share when the config names none (in memory, each
+        # worker would keep its own: /v1/events and the dashboard would show one worker's).
+        self.events_dir = tempfile.mkdtemp(prefix="hedgerow-events-")
         # The latest operator action per target, in order (what a new worker applies first).
         self.operator: dict[tuple[str, str], dict[str, Any]] = {}
         self.controls: set[_Control] = set()
@@ -256,7 +265,12 @@ class _Supervisor:
         ready_r, ready_w = os.pipe()
         ours, theirs = socket.socketpair()
         sock = self.sockets[slot]
-        env = {**os.environ, REGION_ENV: self.region, CONTROL_ENV: str(theirs.fileno())}
+        env = {
+            **os.environ,
+            REGION_ENV: self.region,
+            CONTROL_ENV: str(theirs.fileno()),
+            SHARED_EVENT_LOG_ENV: str(Path(self.events_dir) / "events.db"),
+        }
         args = [sys.executable, "-m", "hedgerow.cli", "serve", "--config", self.config_path]
         args += ["--_worker", f"{sock.fileno()},{ready_w}", "--drain-seconds", str(self.drain)]
         fds = (sock.fileno(), ready_w, theirs.fileno())
@@ -486,6 +500,7 @@ class _Supervisor:
             os.unlink(self.region)
         if self.own_metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        shutil.rmtree(self.events_dir, ignore_errors=True)
 
     def run(self) -> None:
         signal.set_wakeup_fd(self.wake_w.fileno())
