@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -149,8 +150,18 @@ def test_sighup_reloads_the_config_without_dropping_a_request(tmp_path: Path, mo
     assert streams and streams[0].startswith(b"200 ") and b"[DONE]" in streams[0]
 
 
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def test_sigterm_drains_open_streams_then_exits(tmp_path: Path, mock: Mock) -> None:
-    mock.admin("PUT", "models/gpt-4o", {"tokens_per_second": 15, "reply_tokens": 20})
+    """Open streams run to their end; meanwhile the port refuses new connections (they are
+    not queued for the whole drain and then reset)."""
+    mock.admin("PUT", "models/gpt-4o", {"tokens_per_second": 15, "reply_tokens": 60})
     config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
     raw = json.loads(config.read_text())
     raw["routes"]["slow"] = {"tiers": [["oai/gpt-4o"]]}
@@ -169,8 +180,75 @@ def test_sigterm_drains_open_streams_then_exits(tmp_path: Path, mock: Mock) -> N
             t.start()
         assert until(lambda: upstream_streams() >= before + 4, 10)
         proc.send_signal(signal.SIGTERM)
+        # Within the streams' 4 s, while they are still running: refused.
+        assert until(lambda: _refused(port), 3)
+        assert any(t.is_alive() for t in threads)
         for t in threads:
             t.join()
         assert proc.wait(timeout=20) == 0
     assert len(streams) == 4
     assert all(s.startswith(b"200 ") and b"[DONE]" in s for s in streams), streams
+
+
+def test_connections_waiting_in_the_accept_queue_at_sigterm_are_served(
+    tmp_path: Path, mock: Mock
+) -> None:
+    """Requests sent while the workers could not accept (stopped), then SIGTERM: each worker
+    serves what waits in its queue before closing its socket, instead of letting those
+    connections be reset."""
+    config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
+    body = json.dumps(
+        {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    ).encode()
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
+        assert until(lambda: len(_workers(proc)) == 2, 10)
+        # Both serving: they catch SIGTERM once they listen (their handler is in place).
+        assert until(lambda: _signals(_workers(proc), "SigCgt") == 2, 10)
+        workers = _workers(proc)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            # The kernel completes these connections into the workers' queues.
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+            for client in clients:
+                client.sendall(head + body)
+            proc.send_signal(signal.SIGTERM)
+            # The supervisor signals the workers as it starts its shutdown.
+            assert until(lambda: _signals(workers, "ShdPnd", "SigPnd") == len(workers), 5)
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        answers = []
+        for client in clients:
+            with client:
+                data = b""
+                try:
+                    while chunk := client.recv(65536):
+                        data += chunk
+                except ConnectionResetError:
+                    data += b"<reset>"
+                answers.append(data.split(b"\r\n", 1)[0])
+        assert proc.wait(timeout=20) == 0
+    assert answers == [b"HTTP/1.1 200 OK"] * 8, answers
+
+
+def _signals(pids: set[int], *fields: str) -> int:
+    """How many of ``pids`` have SIGTERM in one of the signal masks ``fields`` of their
+    ``/proc/PID/status`` (``SigCgt``: caught; ``ShdPnd``/``SigPnd``: pending)."""
+    bit = 1 << (signal.SIGTERM - 1)
+    count = 0
+    for pid in pids:
+        masks = {
+            name: int(value, 16)
+            for name, _, value in (
+                line.partition(":\t")
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            )
+            if name in fields
+        }
+        count += any(mask & bit for mask in masks.values())
+    return count

@@ -11,7 +11,10 @@ worker that serves it:
   workers start on the same sockets and say when they listen, then the old ones stop
   accepting and drain (their open streams run to the end, up to ``--drain-seconds``). A
   config that does not load is reported and the old workers keep serving;
-* ``SIGTERM`` / ``SIGINT`` drain every worker (up to ``--drain-seconds``) and exit.
+* ``SIGTERM`` / ``SIGINT`` drain every worker (up to ``--drain-seconds``) and exit. Each
+  worker first serves the connections already waiting in its accept queue, then closes its
+  socket, as the supervisor does its own copies: from then on the port refuses new
+  connections (a load balancer moves on) instead of queueing them until the drain ends.
 
 Rate limits and breaker trips hold across the workers through a region of shared memory
 (``hedgerow.routing.shared``), created here under ``/dev/shm`` and named to each worker in
@@ -120,16 +123,37 @@ def run_worker(config_path: str, sock_fd: int, ready_fd: int, drain: float) -> N
         os.write(ready_fd, b"r")
         os.close(ready_fd)
         await stop.wait()
-        # Stop accepting first (the socket stays open in the supervisor for the next worker).
-        # A connection accepted just before has not always delivered its request yet, and
-        # once the server shuts down it reads nothing more: that client would wait, unanswered,
-        # for the whole drain. So its request gets a moment to arrive and be taken in hand.
+        # Connections already in this worker's accept queue are served, not left to be
+        # reset when the socket closes (a full shutdown) or to wait for a new worker (a
+        # reload).
+        await _serve_queued(sock, runner)
+        # Stop accepting (the socket stays open in the supervisor for the next worker, unless
+        # the whole server is stopping). A connection accepted just before has not always
+        # delivered its request yet, and once the server shuts down it reads nothing more:
+        # that client would wait, unanswered, for the whole drain. So its request gets a
+        # moment to arrive and be taken in hand.
         await site.stop()
         await asyncio.sleep(_ACCEPT_GRACE)
         # Then let open requests and streams finish up to `drain` seconds, and close the rest.
         await runner.cleanup()
 
     asyncio.run(main())
+
+
+async def _serve_queued(sock: socket.socket, runner: web.AppRunner) -> None:
+    """Accept what waits in the listening socket's queue and serve it like any connection."""
+    loop = asyncio.get_running_loop()
+    assert runner.server is not None
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # the queue is empty
+        except OSError as exc:  # out of descriptors, say: the rest are reset at close
+            log.warning("draining: could not accept a queued connection: %s", exc)
+            return
+        conn.setblocking(False)
+        await loop.connect_accepted_socket(runner.server, conn)
 
 
 class _PeerLink:
@@ -482,6 +506,12 @@ class _Supervisor:
 
     def shutdown(self) -> None:
         """Drain every worker (up to the drain deadline, then kill) and clean up."""
+        # The supervisor's copies of the listening sockets go first: once each worker has
+        # closed its own (at SIGTERM, after serving its queue), the port refuses new
+        # connections at once instead of queueing them for the whole drain and then
+        # resetting them.
+        for sock in self.sockets:
+            sock.close()
         everyone = [w for w in self.workers if w is not None] + self.draining
         for w in everyone:
             if w.proc.poll() is None:
@@ -494,8 +524,6 @@ class _Supervisor:
                 w.proc.kill()
                 w.proc.wait()
             self._gone(w)
-        for sock in self.sockets:
-            sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.region)
         if self.own_metrics_dir:
