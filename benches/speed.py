@@ -172,10 +172,12 @@ def oha(
     return result
 
 
-def body(model: str, stream: bool) -> dict[str, Any]:
+def body(model: str, stream: bool, prompt_kib: int = 0) -> dict[str, Any]:
+    # A long prompt: words, as a conversation's history would be.
+    content = "benchmark" if not prompt_kib else ("lorem ipsum dolor " * (prompt_kib * 57))
     return {
         "model": model,
-        "messages": [{"role": "user", "content": "benchmark"}],
+        "messages": [{"role": "user", "content": content}],
         "max_tokens": 16,
         "stream": stream,
     }
@@ -241,7 +243,9 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-async def hold_streams(url: str, n: int, ready_file: str, release_file: str) -> dict[str, Any]:
+async def hold_streams(
+    url: str, n: int, ready_file: str, release_file: str, prompt_kib: int = 0
+) -> dict[str, Any]:
     """Open ``n`` streams, read each one's first bytes, hold them until ``release_file``."""
     import aiohttp
 
@@ -254,7 +258,7 @@ async def hold_streams(url: str, n: int, ready_file: str, release_file: str) -> 
         async def one() -> None:
             nonlocal opened, failed
             try:
-                async with session.post(url, json=body("slow", True)) as response:
+                async with session.post(url, json=body("slow", True, prompt_kib)) as response:
                     if response.status != 200:
                         failed += 1
                         return
@@ -278,7 +282,9 @@ async def hold_streams(url: str, n: int, ready_file: str, release_file: str) -> 
     return {"opened": opened, "failed": failed}
 
 
-def open_streams(port: int, mock: int, gw_pid: int, n: int, tmp: Path) -> dict[str, Any]:
+def open_streams(
+    port: int, mock: int, gw_pid: int, n: int, tmp: Path, prompt_kib: int = 0
+) -> dict[str, Any]:
     """Hold ``n`` streams open through the gateway; its RSS before and with all open."""
     req = urllib.request.Request(
         f"http://127.0.0.1:{mock}/_mock/models/{SLOW_MODEL}",
@@ -290,7 +296,7 @@ def open_streams(port: int, mock: int, gw_pid: int, n: int, tmp: Path) -> dict[s
     before = rss_mib(gw_pid)
     ready, release = tmp / "streams.ready", tmp / "streams.release"
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    hold = ["--hold", url, str(n), str(ready), str(release)]
+    hold = ["--hold", url, str(n), str(ready), str(release), str(prompt_kib)]
     holder = subprocess.Popen(["taskset", "-c", "1", sys.executable, __file__, *hold])
     start = time.monotonic()
     while not ready.exists() and holder.poll() is None:
@@ -298,9 +304,20 @@ def open_streams(port: int, mock: int, gw_pid: int, n: int, tmp: Path) -> dict[s
     took = time.monotonic() - start
     result = json.loads(ready.read_text()) if ready.exists() else {"opened": 0, "failed": n}
     peak = rss_mib(gw_pid)
+    # Still all open, past the gateway's next memory release (server.release_memory_every,
+    # 5 s): what a burst of opening leaves resident.
+    time.sleep(6.0)
+    settled = rss_mib(gw_pid)
     release.write_text("go")
     holder.wait(timeout=60)
-    return {**result, "rss_before_mib": before, "rss_open_mib": peak, "open_seconds": took}
+    return {
+        **result,
+        "rss_before_mib": before,
+        "rss_open_mib": peak,
+        "rss_settled_mib": settled,
+        "open_seconds": took,
+        "prompt_kib": prompt_kib,
+    }
 
 
 def workers_rps(config: Path, seconds: float, tmp: Path) -> dict[str, float]:
@@ -343,13 +360,16 @@ def main() -> int:
         "--observe-only", action="store_true", help="only observability's cost (CPU per request)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--hold", nargs=4, help=argparse.SUPPRESS)  # the stream-holding child
+    parser.add_argument(
+        "--prompt-kib", type=int, default=0, help="with --streams-only: each stream's prompt size"
+    )
+    parser.add_argument("--hold", nargs=5, help=argparse.SUPPRESS)  # the stream-holding child
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     if args.hold:
-        url, n, ready, release = args.hold
-        asyncio.run(hold_streams(url, int(n), ready, release))
+        url, n, ready, release, prompt_kib = args.hold
+        asyncio.run(hold_streams(url, int(n), ready, release, int(prompt_kib)))
         return 0
     oha_binary()
     if args.streams_only or args.observe_only:
@@ -408,7 +428,7 @@ def main() -> int:
             pids[label] = proc.pid
         if args.streams_only:
             port, proc = gateways["full"]
-            streams = open_streams(port, mock, proc.pid, args.streams, tmp)
+            streams = open_streams(port, mock, proc.pid, args.streams, tmp, args.prompt_kib)
             print(json.dumps(streams, indent=2))
             return 0
         observed = {k: v for k, v in targets.items() if k.startswith(("(b)", "(c"))}
@@ -507,7 +527,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"open streams: {s['opened']:,} open ({s['failed']} failed) in {s['open_seconds']:.1f}s;"
             f" gateway RSS {s['rss_before_mib']:.0f} MiB idle, {s['rss_open_mib']:.0f} MiB with"
-            " all open"
+            f" all open, {s['rss_settled_mib']:.0f} MiB 6 s later"
         )
     if "litellm_rss_mib" in results:
         lines.append(f"LiteLLM RSS after its runs: {results['litellm_rss_mib']:.0f} MiB")

@@ -289,6 +289,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     workers: int = 1
     # On SIGTERM or a reload, how long open requests and streams may run on.
     drain_seconds: float = 30.0
+    # Every this many seconds, memory freed since (a burst of long prompts, say) is given
+    # back to the operating system once the process has grown by 32 MiB; 0: never.
+    release_memory_every: float = 5.0
 
 
 class JobsConfig(msgspec.Struct, forbid_unknown_fields=True):

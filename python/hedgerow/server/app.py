@@ -32,6 +32,7 @@ from hedgerow.server.chat import (
 from hedgerow.server.exchange import error_exchange, parse_json_body
 from hedgerow.server.jobs import add_job_routes, start_workers
 from hedgerow.server.lane import Lane
+from hedgerow.server.memory import releasing_memory
 from hedgerow.server.protocol import KEEPALIVE_TIMEOUT, HeaderLimits, install
 from hedgerow.tokens import estimate_request_tokens
 
@@ -208,6 +209,8 @@ def create_app(
     add_job_routes(app, queue, routes=list(gateway.routes))
     if config.jobs.workers > 0:
         app.cleanup_ctx.append(start_workers(gateway, queue, config.jobs))
+    if config.server.release_memory_every > 0:
+        app.cleanup_ctx.append(releasing_memory(config.server.release_memory_every))
 
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()

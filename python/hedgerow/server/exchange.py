@@ -281,7 +281,9 @@ async def chat_exchange(
         if chat.stream:
             reply = await gateway.open_stream(chat, client_format=fmt.NAME, raw=body)
             headers = {**SSE_HEADERS, **reply.served.headers(), "x-request-id": request_id}
-            stream = _encode_stream(fmt, chat, reply, ticket)
+            # The stream keeps what it needs of the request, not the request (its messages
+            # may be large, and a stream may last minutes).
+            stream = _encode_stream(fmt, chat.include_usage, reply, ticket)
             # A stream never read (the client left first) is settled when it is closed.
             settle = lambda: ticket.finish(499, reply.served, stream=True)  # noqa: E731
             return Exchange(200, headers, stream=stream, reply=reply, on_close=settle)
@@ -315,7 +317,7 @@ async def chat_exchange(
 
 
 async def _encode_stream(
-    fmt: ModuleType, chat: ir.ChatRequest, reply: StreamReply, ticket: _Ticket
+    fmt: ModuleType, include_usage: bool, reply: StreamReply, ticket: _Ticket
 ) -> AsyncIterator[bytes]:
     """The stream's bytes for the client: upstream bytes on the fast path, else re-encoded.
 
@@ -331,7 +333,7 @@ async def _encode_stream(
         nonlocal encoder
         if encoder is None:
             encoder = fmt.StreamEncoder(
-                id=_response_id(fmt.NAME), model=served.model, include_usage=chat.include_usage
+                id=_response_id(fmt.NAME), model=served.model, include_usage=include_usage
             )
         return b"".join([encoder.encode(e) for e in events])
 

@@ -131,6 +131,12 @@ class _Message:
         self.chunked = True  # whether the answer may be chunked (not for HTTP/1.0)
 
 
+def _take_body(message: _Message) -> bytes:
+    """The request's body, which ``message`` no longer holds."""
+    parts, message.body = message.body, []
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class _Date:
     """The ``date`` header's value, formatted once a second."""
 
@@ -499,9 +505,9 @@ class LaneConnection(asyncio.Protocol):
                     await self._send(exchange, message)
                     return
                 principal = found
-            body = message.body[0] if len(message.body) == 1 else b"".join(message.body)
-            message.body = []
-            exchange = await handler.exchange(body, principal)
+            # Passed, not kept: once a stream is under way nothing holds the request's bytes
+            # (a long prompt would otherwise stay in memory for the whole stream).
+            exchange = await handler.exchange(_take_body(message), principal)
             written = True
             await self._send(exchange, message)
         except (asyncio.CancelledError, ConnectionError):
