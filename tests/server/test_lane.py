@@ -579,6 +579,22 @@ async def test_auth_on_the_lane_answers_401_in_the_endpoints_format(mock: Runnin
         assert_anthropic_message(await read_full(reader))
 
 
+async def test_requests_refused_for_their_key_leave_the_connection_going(
+    mock: RunningMock,
+) -> None:
+    """A 401 is an answer like any other: requests pipelined behind it are answered, and the
+    one after them, with the key, too."""
+    config = make_config(mock, ROUTES, auth={"keys": [{"name": "app", "sha256": hash_key(KEY)}]})
+    keyed = f"Authorization: Bearer {KEY}".encode()
+    async with serve(config) as gw, connect(gw.port) as (reader, writer):
+        await send(
+            writer, chat() + chat("/v1/messages") + chat("/v1/chat/completions", CHAT, keyed)
+        )
+        assert (await read_full(reader)).status == 401
+        assert (await read_full(reader)).status == 401
+        assert_openai_completion(await read_full(reader))
+
+
 # -- any split of the bytes -----------------------------------------------------------------
 
 _SEQUENCE = (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import re
@@ -493,37 +494,34 @@ class LaneConnection(asyncio.Protocol):
     async def _answer(self, message: _Message) -> None:
         handler = message.handler
         assert handler is not None
-        written = False
+        answered = False
         try:
-            principal = None
             guard = self._lane.guard
-            if guard.enabled:
-                found = guard.authenticate(message.headers)
-                if isinstance(found, ir.ErrorInfo):
-                    written = True
-                    exchange = error_exchange(self._format(message), found, should_retry=False)
-                    await self._send(exchange, message)
-                    return
-                principal = found
-            # Passed, not kept: once a stream is under way nothing holds the request's bytes
-            # (a long prompt would otherwise stay in memory for the whole stream).
-            exchange = await handler.exchange(_take_body(message), principal)
-            written = True
+            found = guard.authenticate(message.headers) if guard.enabled else None
+            if isinstance(found, ir.ErrorInfo):
+                exchange = error_exchange(self._format(message), found, should_retry=False)
+            else:
+                # Passed, not kept: once a stream is under way nothing holds the request's
+                # bytes (a long prompt would otherwise stay in memory for the whole stream).
+                exchange = await handler.exchange(_take_body(message), found)
+            answered = True
             await self._send(exchange, message)
         except (asyncio.CancelledError, ConnectionError):
+            self._task_handler = None
             self._close()
             return
         except Exception as exc:
             log.exception("answering a chat request failed")
-            if written:
+            if answered:  # part of the answer may be out: the connection cannot go on
+                self._task_handler = None
                 self._close()
                 return
             info = ir.ErrorInfo(
                 ir.ErrorKind.SERVER_ERROR, f"hedgerow failed: {type(exc).__name__}", status=500
             )
-            await self._send(error_exchange(handler.fmt, info, should_retry=False), message)
-        finally:
-            self._task_handler = None
+            with contextlib.suppress(ConnectionError):
+                await self._send(error_exchange(handler.fmt, info, should_retry=False), message)
+        self._task_handler = None
         self._next()
 
     def _format(self, message: _Message) -> Any:
