@@ -458,8 +458,8 @@ class LaneConnection(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         transport = self._transport
-        if transport is None or self._handed:
-            return
+        if transport is None or self._handed or transport.is_closing():
+            return  # refused and closing (``_refuse``), or gone
         raw = b"".join(self._raw or [])
         if not self._exact:
             fmt = openai_format
