@@ -83,6 +83,12 @@ def test_metrics_add_up_across_workers_and_keep_a_dead_workers_counts(
         assert until(lambda: requests_counted(port) == N + 1, 5)
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """A process's environment, as it was started."""
+    entries = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
 def test_metrics_directory_is_made_and_removed_by_the_supervisor(
     tmp_path: Path, mock: Mock
 ) -> None:
@@ -94,14 +100,7 @@ def test_metrics_directory_is_made_and_removed_by_the_supervisor(
         assert until(lambda: requests_counted(port) == N, 5), requests_counted(port)
         for _ in range(SCRAPES):
             assert requests_counted(port) == N
-        pid = min(_workers(proc))
-        made = Path(
-            dict(
-                line.split("=", 1)
-                for line in Path(f"/proc/{pid}/environ").read_text().split("\0")
-                if "=" in line
-            )["PROMETHEUS_MULTIPROC_DIR"]
-        )
+        made = Path(_environ(min(_workers(proc)))["PROMETHEUS_MULTIPROC_DIR"])
         assert made.is_dir() and list(made.glob("counter_*.db"))
     assert not made.exists()
 
@@ -214,13 +213,6 @@ def test_workers_share_one_event_log_when_the_config_names_none(tmp_path: Path, 
             assert status == 200, body
             rows = json.loads(body)["events"]
             assert [r["detail"].get("reason") for r in rows] == ["INC-7"], rows
-        pid = min(_workers(proc))
-        shared = Path(
-            dict(
-                line.split("=", 1)
-                for line in Path(f"/proc/{pid}/environ").read_text().split("\0")
-                if "=" in line
-            )["HEDGEROW_EVENT_LOG"]
-        )
+        shared = Path(_environ(min(_workers(proc)))["HEDGEROW_EVENT_LOG"])
         assert shared.is_file()
     assert not shared.parent.exists()
