@@ -8,7 +8,8 @@ listens on 127.0.0.1 only unless told otherwise explicitly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType
 
 from aiohttp import web
 
@@ -18,7 +19,14 @@ from hedgerow.formats import openai as openai_format
 from hedgerow.security import KeyGuard, KeyRecord
 from hedgerow.server.exchange import error_exchange
 
-__all__ = ["GUARD_KEY", "PRINCIPAL_KEY", "authenticate", "is_admin_path", "is_public_path"]
+__all__ = [
+    "GUARD_KEY",
+    "PRINCIPAL_KEY",
+    "authenticate",
+    "error_format",
+    "is_admin_path",
+    "is_public_path",
+]
 
 GUARD_KEY: web.AppKey[KeyGuard] = web.AppKey("guard", KeyGuard)
 PRINCIPAL_KEY: web.RequestKey[KeyRecord] = web.RequestKey("principal", KeyRecord)
@@ -43,11 +51,17 @@ def is_admin_path(method: str, path: str) -> bool:
     return method == "GET" and path.rstrip("/") == "/v1/jobs"
 
 
+def error_format(path: str, headers: Mapping[str, str]) -> ModuleType:
+    """The format to refuse a request in: Anthropic's for ``/v1/messages`` and for clients
+    that send ``anthropic-version`` (``headers`` matched case-insensitively or lower-case),
+    OpenAI's otherwise."""
+    if path.startswith("/v1/messages") or "anthropic-version" in headers:
+        return anthropic_format
+    return openai_format
+
+
 def _client_error(request: web.Request, info: ir.ErrorInfo) -> web.Response:
-    anthropic = "anthropic-version" in request.headers or request.path.startswith("/v1/messages")
-    exchange = error_exchange(
-        anthropic_format if anthropic else openai_format, info, should_retry=False
-    )
+    exchange = error_exchange(error_format(request.path, request.headers), info, should_retry=False)
     return web.Response(body=exchange.body, status=exchange.status, headers=exchange.headers)
 
 

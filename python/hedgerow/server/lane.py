@@ -48,6 +48,7 @@ import httptools
 from hedgerow import ir
 from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
+from hedgerow.server.auth import error_format
 from hedgerow.server.exchange import Exchange, bad_request, error_exchange
 
 if TYPE_CHECKING:
@@ -499,7 +500,8 @@ class LaneConnection(asyncio.Protocol):
             guard = self._lane.guard
             found = guard.authenticate(message.headers) if guard.enabled else None
             if isinstance(found, ir.ErrorInfo):
-                exchange = error_exchange(self._format(message), found, should_retry=False)
+                fmt = error_format(message.url.decode("latin-1"), message.headers)
+                exchange = error_exchange(fmt, found, should_retry=False)
             else:
                 # Passed, not kept: once a stream is under way nothing holds the request's
                 # bytes (a long prompt would otherwise stay in memory for the whole stream).
@@ -523,12 +525,6 @@ class LaneConnection(asyncio.Protocol):
                 await self._send(error_exchange(handler.fmt, info, should_retry=False), message)
         self._task_handler = None
         self._next()
-
-    def _format(self, message: _Message) -> Any:
-        """The error format of ``message`` (``server.auth`` decides it the same way)."""
-        if message.url.startswith(b"/v1/messages") or "anthropic-version" in message.headers:
-            return anthropic_format
-        return openai_format
 
     async def _send(self, exchange: Exchange, message: _Message) -> None:
         transport = self._transport
