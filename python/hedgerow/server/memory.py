@@ -4,8 +4,8 @@ A request's body passes through several buffers of its size (the bytes read, the
 JSON, the body sent upstream); with long prompts these are tens of KiB each, so glibc's
 malloc serves them from its heap, not from fresh mappings. Freed, they stay in the heap,
 pinned there by small long-lived objects allocated in between, and the process keeps its
-peak size: 2,000 streams opened at once with 32 KiB prompts left a worker at 359 MiB RSS
-where 97 MiB was in use (``benches/speed.py --streams-only --streams 2000 --prompt-kib 32``).
+peak size: 2,000 streams opened at once with 32 KiB prompts left a worker at 359 MiB RSS,
+97 MiB once trimmed (``benches/speed.py --streams-only --streams 2000 --prompt-kib 32``).
 ``malloc_trim(0)`` hands those free pages back (``madvise``), also in the middle of the heap.
 
 It runs in a thread (the call releases the GIL) and only once the process has grown by
