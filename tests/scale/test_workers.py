@@ -11,6 +11,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.scale.conftest import Mock, chat, gateway, request, until, write_config
 
 LIMIT = 30  # requests per minute (burst 30): the whole test runs well inside one minute
@@ -190,12 +192,13 @@ def test_sigterm_drains_open_streams_then_exits(tmp_path: Path, mock: Mock) -> N
     assert all(s.startswith(b"200 ") and b"[DONE]" in s for s in streams), streams
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_connections_waiting_in_the_accept_queue_at_sigterm_are_served(
-    tmp_path: Path, mock: Mock
+    tmp_path: Path, mock: Mock, workers: int
 ) -> None:
-    """Requests sent while the workers could not accept (stopped), then SIGTERM: each worker
-    serves what waits in its queue before closing its socket, instead of letting those
-    connections be reset."""
+    """Requests sent while the server could not accept (stopped), then SIGTERM: each worker
+    (or the lone server) serves what waits in its queue before closing its socket, instead
+    of letting those connections be reset."""
     config = write_config(tmp_path / "c.yaml", mock, {"tiers": [["oai/gpt-5.5"]]})
     body = json.dumps(
         {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -204,12 +207,15 @@ def test_connections_waiting_in_the_accept_queue_at_sigterm_are_served(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
-    with gateway(config, tmp_path / "gw.log", "--workers", "2") as (port, proc):
-        assert until(lambda: len(_workers(proc)) == 2, 10)
-        # Both serving: they catch SIGTERM once they listen (their handler is in place).
-        assert until(lambda: _signals(_workers(proc), "SigCgt") == 2, 10)
-        workers = _workers(proc)
-        for pid in workers:
+    with gateway(config, tmp_path / "gw.log", "--workers", str(workers)) as (port, proc):
+
+        def servers() -> set[int]:
+            return _workers(proc) if workers > 1 else {proc.pid}
+
+        # Serving: a server catches SIGTERM once it listens (its handler is in place).
+        assert until(lambda: _signals(servers(), "SigCgt") == workers, 10)
+        pids = servers()
+        for pid in pids:
             os.kill(pid, signal.SIGSTOP)
         try:
             # The kernel completes these connections into the workers' queues.
@@ -218,9 +224,9 @@ def test_connections_waiting_in_the_accept_queue_at_sigterm_are_served(
                 client.sendall(head + body)
             proc.send_signal(signal.SIGTERM)
             # The supervisor signals the workers as it starts its shutdown.
-            assert until(lambda: _signals(workers, "ShdPnd", "SigPnd") == len(workers), 5)
+            assert until(lambda: _signals(pids, "ShdPnd", "SigPnd") == len(pids), 5)
         finally:
-            for pid in workers:
+            for pid in pids:
                 os.kill(pid, signal.SIGCONT)
         answers = []
         for client in clients:

@@ -232,22 +232,18 @@ def install_uvloop() -> bool:
 
 
 def serve(config: Config, host: str, port: int, drain: float = 10.0) -> None:
-    """Run the gateway server until interrupted; open requests and streams get ``drain``
-    seconds to finish."""
+    """Run the gateway server until SIGTERM or SIGINT; open requests and streams get
+    ``drain`` seconds to finish (``hedgerow.server.workers.serve_app``, as each worker of
+    ``--workers N`` runs it)."""
+    from hedgerow.server.workers import listening_socket, serve_app
+
     install_uvloop()
     # hedgerow's own logs as JSON lines with every configured secret masked.
     listener = configure_logging(Redactor(config_secrets(config)))
     app = create_app(Gateway(config), config)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,
-            shutdown_timeout=drain,
-            backlog=4096,  # a burst of new connections (thousands of streams) is queued
-        )
+        # A lone server's port is its own: no SO_REUSEPORT, so a port in use fails here.
+        sock = listening_socket(host, port, reuse_port=False)
+        asyncio.run(serve_app(app, sock, drain))
     finally:
         listener.stop()

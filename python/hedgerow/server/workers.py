@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ from hedgerow.observe.metrics import prepare_multiprocess, worker_exited
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.routing.shared import REGION_ENV
 
-__all__ = ["run_worker", "supervise"]
+__all__ = ["listening_socket", "run_worker", "serve_app", "supervise"]
 
 log = logging.getLogger("hedgerow.server")
 
@@ -103,41 +104,62 @@ def run_worker(config_path: str, sock_fd: int, ready_fd: int, drain: float) -> N
 
         gateway = Gateway(config)
         app = create_app(gateway, config)
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=drain
-        )
-        await runner.setup()
-        control = os.environ.get(CONTROL_ENV)
-        if control is not None and ADMIN_KEY in app:
-            link = _PeerLink(gateway, int(control))
-            await link.open()  # the operators' state so far, applied before serving
-            app[ADMIN_KEY].peers = link.relay
-        sock = socket.socket(fileno=sock_fd)
-        site = web.SockSite(runner, sock)
-        await site.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor's business
-        os.write(ready_fd, b"r")
-        os.close(ready_fd)
-        await stop.wait()
-        # Connections already in this worker's accept queue are served, not left to be
-        # reset when the socket closes (a full shutdown) or to wait for a new worker (a
-        # reload).
-        await _serve_queued(sock, runner)
-        # Stop accepting (the socket stays open in the supervisor for the next worker, unless
-        # the whole server is stopping). A connection accepted just before has not always
-        # delivered its request yet, and once the server shuts down it reads nothing more:
-        # that client would wait, unanswered, for the whole drain. So its request gets a
-        # moment to arrive and be taken in hand.
-        await site.stop()
-        await asyncio.sleep(_ACCEPT_GRACE)
-        # Then let open requests and streams finish up to `drain` seconds, and close the rest.
-        await runner.cleanup()
+
+        async def link_peers() -> None:
+            control = os.environ.get(CONTROL_ENV)
+            if control is not None and ADMIN_KEY in app:
+                link = _PeerLink(gateway, int(control))
+                await link.open()  # the operators' state so far, applied before serving
+                app[ADMIN_KEY].peers = link.relay
+            # SIGHUP is the supervisor's business (a reload), not this worker's.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
+
+        def started() -> None:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
+
+        await serve_app(app, socket.socket(fileno=sock_fd), drain, link_peers, started)
 
     asyncio.run(main())
+
+
+async def serve_app(
+    app: web.Application,
+    sock: socket.socket,
+    drain: float,
+    set_up: Callable[[], Awaitable[None]] | None = None,
+    started: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on the listening ``sock`` until SIGTERM or SIGINT, then stop
+    gracefully: what waits in the accept queue is served, accepting stops, open requests and
+    streams run on up to ``drain`` seconds. ``set_up`` runs once the app has started, before
+    it listens; ``started`` once it listens and the signals are handled. ``hedgerow serve``
+    and each worker of ``--workers N`` run this."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=drain)
+    await runner.setup()
+    if set_up is not None:
+        await set_up()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if started is not None:
+        started()
+    await stop.wait()
+    # Connections already in the accept queue are served, not left to be reset when the
+    # socket closes (a full shutdown) or to wait for a new worker (a reload).
+    await _serve_queued(sock, runner)
+    # Stop accepting (under `--workers N` the socket stays open in the supervisor for the
+    # next worker, unless the whole server is stopping). A connection accepted just before
+    # has not always delivered its request yet, and once the server shuts down it reads
+    # nothing more: that client would wait, unanswered, for the whole drain. So its request
+    # gets a moment to arrive and be taken in hand.
+    await site.stop()
+    await asyncio.sleep(_ACCEPT_GRACE)
+    # Then let open requests and streams finish up to the drain time, and close the rest.
+    await runner.cleanup()
 
 
 async def _serve_queued(sock: socket.socket, runner: web.AppRunner) -> None:
@@ -262,7 +284,7 @@ class _Supervisor:
     def __init__(self, config_path: str, host: str, port: int, workers: int, drain: float) -> None:
         self.config_path = config_path
         self.drain = drain
-        self.sockets = [_listen(host, port) for _ in range(workers)]
+        self.sockets = [listening_socket(host, port) for _ in range(workers)]
         self.region = _region_path()
         self.workers: list[_Worker | None] = [None] * workers
         self.crashes = [0] * workers
@@ -551,11 +573,14 @@ class _Supervisor:
             self.shutdown()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` (``SO_REUSEPORT`` for the workers'
+    sockets on one port; a lone server leaves it off, so a port already taken fails)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.set_inheritable(True)
