@@ -387,16 +387,9 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-async def _execute(pipe: Any, raise_on_error: bool = True) -> list[Any]:
-    """Run a pipeline to its end even if the caller is cancelled meanwhile.
-
-    redis-py gives the pipeline's connection back in a ``finally`` that awaits the pool; a
-    cancellation landing there keeps the connection (and warns when the pipeline is
-    collected). Shielded, the execute finishes and releases it; the caller still sees its
-    cancellation. Redis calls are bounded by the client's socket timeout.
-    """
-    result: list[Any] = await asyncio.shield(pipe.execute(raise_on_error=raise_on_error))
-    return result
+# How long ``close`` lets pipelines still running end (each is bounded by the client's
+# socket timeout and retries) before cancelling them.
+_CLOSE_WAIT = 10.0
 
 
 class RedisQueue(JobQueue):
@@ -435,6 +428,7 @@ class RedisQueue(JobQueue):
         # union of both); the replies' shapes are documented per command instead.
         self._client: Any = made
         self._owns_client = client is None
+        self._running: set[asyncio.Future[list[Any]]] = set()  # pipelines being executed
         reg = self._client.register_script
         self._submit_script = reg(_LIB + _SUBMIT)
         self._acquire = reg(_LIB + _ACQUIRE)
@@ -476,9 +470,32 @@ class RedisQueue(JobQueue):
                 ) from exc
             raise JobStoreError(f"jobs store {self.name}: {text}") from exc
 
+    async def _execute(self, pipe: Any, raise_on_error: bool = True) -> list[Any]:
+        """Run a pipeline to its end even if the caller is cancelled meanwhile.
+
+        redis-py gives the pipeline's connection back in a ``finally`` that awaits the pool;
+        a cancellation landing there keeps the connection (and warns when the pipeline is
+        collected). Shielded, the execute finishes and releases it; the caller still sees
+        its cancellation. ``close`` waits for the executes still running (a worker stopped
+        while Redis was down leaves some retrying), so none is cut off by the loop's end.
+        """
+        task = asyncio.ensure_future(pipe.execute(raise_on_error=raise_on_error))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        result: list[Any] = await asyncio.shield(task)
+        return result
+
     async def close(self) -> None:
-        """Flush pending submits and close the connection pool (if this object made it)."""
+        """Flush pending submits, let running pipelines end, and close the connection pool
+        (if this object made it)."""
         await super().close()
+        running = set(self._running)
+        if running:
+            _, stuck = await asyncio.wait(running, timeout=_CLOSE_WAIT)
+            for task in stuck:
+                task.cancel()  # redis-py gives the connection back on a cancellation
+            if stuck:
+                await asyncio.wait(stuck)
         if self._owns_client:
             await self._client.aclose()
 
@@ -513,7 +530,7 @@ class RedisQueue(JobQueue):
                     *self._fields(job),
                 ]
                 await self._submit_script(args=args, client=pipe)
-            replies = await _execute(pipe)
+            replies = await self._execute(pipe)
             out: list[Submission | IdempotencyConflict] = []
             existing: dict[int, str] = {}
             for index, (job, reply) in enumerate(zip(jobs, replies, strict=True)):
@@ -526,7 +543,7 @@ class RedisQueue(JobQueue):
                 pipe = self._client.pipeline(transaction=False)
                 for job_id in existing.values():
                     pipe.hgetall(f"{self.prefix}:job:{job_id}")
-                found = await _execute(pipe)
+                found = await self._execute(pipe)
                 for (index, _), raw in zip(existing.items(), found, strict=True):
                     job = jobs[index]
                     old = _hash_to_job(raw)
@@ -571,7 +588,7 @@ class RedisQueue(JobQueue):
                 pipe = self._client.pipeline(transaction=False)
                 for job_id in ids:
                     pipe.hgetall(f"{self.prefix}:job:{job_id.decode()}")
-                raws = await self._guard(functools.partial(_execute, pipe))
+                raws = await self._guard(functools.partial(self._execute, pipe))
                 for raw in raws:
                     if not raw:
                         continue
@@ -600,7 +617,7 @@ class RedisQueue(JobQueue):
             pipe = self._client.pipeline(transaction=False)
             for state in JobState:
                 pipe.zcard(f"{self.prefix}:st:{state.value}")
-            return list(await _execute(pipe))
+            return list(await self._execute(pipe))
 
         values = await self._guard(run)
         return {state: int(n) for state, n in zip(JobState, values, strict=True)}
@@ -631,7 +648,7 @@ class RedisQueue(JobQueue):
                 for stream in streams:
                     pipe.xlen(stream)
                     pipe.xpending(stream, GROUP)
-                replies = await _execute(pipe, raise_on_error=False)
+                replies = await self._execute(pipe, raise_on_error=False)
                 for i, stream in enumerate(streams):
                     length, pending = replies[2 * i], replies[2 * i + 1]
                     if isinstance(length, Exception) or isinstance(pending, Exception):
@@ -688,7 +705,7 @@ class RedisQueue(JobQueue):
                     ],
                     client=pipe,
                 )
-            replies = await _execute(pipe)
+            replies = await self._execute(pipe)
             return [_hash_to_job(_pairs(r)) for r in replies if r]
 
         return await self._guard(run)
