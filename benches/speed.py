@@ -35,7 +35,8 @@ Measured for each, non-streaming and streaming:
   ``--observe-rounds`` runs interleaved, the medians; (c) against (c'') is the cost.
 
 Run: ``make bench-speed`` (or ``python benches/speed.py``; ``--skip-litellm`` to leave (d) out,
-``--streams-only`` or ``--observe-only`` for one figure alone).
+``--streams-only`` or ``--observe-only`` for one figure alone; ``--prompt-kib N`` gives the
+held streams long prompts).
 """
 
 from __future__ import annotations
