@@ -184,6 +184,13 @@ def _head(status: int, headers: dict[str, str], framing: str, close: bool) -> by
     return "".join(lines).encode("latin-1", "replace")
 
 
+def _whole(exchange: Exchange, close: bool) -> bytes:
+    """A response with its whole body (``content-length`` framed), head and body."""
+    body = exchange.body or b""
+    framing = f"content-length: {len(body)}\r\n"
+    return _head(exchange.status, exchange.headers, framing, close) + body
+
+
 class LaneConnection(asyncio.Protocol):
     """One client connection (see the module). ``server`` is the aiohttp ``web.Server``
     that tracks connections for shutdown and makes the handler a connection is given to."""
@@ -405,9 +412,8 @@ class LaneConnection(asyncio.Protocol):
             self._start(message)
         else:
             self._queue.append(message)  # pipelined: answered in order
-            if len(self._queue) >= 4 and self._transport is not None and not self._read_paused:
-                self._read_paused = True
-                self._transport.pause_reading()
+            if len(self._queue) >= 4:
+                self._pause_reading()
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -450,18 +456,13 @@ class LaneConnection(asyncio.Protocol):
         self._state = _HANDING
         self._message = None
         self._disarm()
-        transport = self._transport
-        busy = self._task_handler is not None or self._queue
-        if busy and transport is not None and not self._read_paused:
-            # Read no more until then: what arrives meanwhile would only pile up.
-            self._read_paused = True
-            transport.pause_reading()
+        if self._task_handler is not None or self._queue:
+            self._pause_reading()  # until then: what arrives meanwhile would only pile up
 
     def _hand_over(self) -> None:
         transport = self._transport
         if transport is None or self._handed or transport.is_closing():
             return  # refused and closing (``_refuse``), or gone
-        raw = b"".join(self._raw or [])
         if not self._exact:
             fmt = openai_format
             info = bad_request(
@@ -475,9 +476,8 @@ class LaneConnection(asyncio.Protocol):
         handler = self._server.aiohttp_handler()
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        if self._read_paused:
-            self._read_paused = False
-            transport.resume_reading()
+        self._resume_reading()
+        raw = b"".join(self._raw or [])
         if raw:
             handler.data_received(raw)
 
@@ -532,9 +532,7 @@ class LaneConnection(asyncio.Protocol):
             raise ConnectionResetError("the client closed the connection")
         close = self._closing = self._closing or not message.keep_alive
         if exchange.stream is None:
-            body = exchange.body or b""
-            framing = f"content-length: {len(body)}\r\n"
-            transport.write(_head(exchange.status, exchange.headers, framing, close) + body)
+            transport.write(_whole(exchange, close))
             self._served += 1
             return
         chunked = message.chunked
@@ -574,9 +572,7 @@ class LaneConnection(asyncio.Protocol):
         if self._queue:
             self._start(self._queue.popleft())
             return
-        if self._read_paused:
-            self._read_paused = False
-            transport.resume_reading()
+        self._resume_reading()
         if self._state == _HANDING:
             self._hand_over()
         elif self._state == _IDLE:
@@ -607,12 +603,18 @@ class LaneConnection(asyncio.Protocol):
             return
         if self._task_handler is not None:
             return
-        exchange = error_exchange(fmt, info, should_retry=False)
-        framing = f"content-length: {len(exchange.body or b'')}\r\n"
-        transport.write(
-            _head(exchange.status, exchange.headers, framing, True) + (exchange.body or b"")
-        )
+        transport.write(_whole(error_exchange(fmt, info, should_retry=False), close=True))
         self._close()
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None and self._read_paused:
+            self._read_paused = False
+            self._transport.resume_reading()
 
     def _close(self) -> None:
         self._disarm()
