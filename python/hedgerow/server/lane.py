@@ -200,6 +200,7 @@ class LaneConnection(asyncio.Protocol):
         "_completed_in_read",
         "_drain",
         "_exact",
+        "_first",
         "_handed",
         "_head_bytes",
         "_lane",
@@ -241,6 +242,7 @@ class LaneConnection(asyncio.Protocol):
         self._closing = False
         self._handed = False
         self._served = 0
+        self._first: asyncio.Future[None] | None = None  # what ``shutdown`` waits on
 
     # -- the connection -----------------------------------------------------------------------
 
@@ -261,6 +263,8 @@ class LaneConnection(asyncio.Protocol):
         waiter = self._drain
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
         if not self._handed:
             self._server.connection_lost(self, exc)
 
@@ -491,6 +495,8 @@ class LaneConnection(asyncio.Protocol):
         else:
             task = self._loop.create_task(coro)
         self._task_handler = task
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)  # a shutdown waits for this request (``shutdown``)
 
     async def _answer(self, message: _Message) -> None:
         handler = message.handler
@@ -631,8 +637,18 @@ class LaneConnection(asyncio.Protocol):
             self._close()
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:
-        """Let the request in flight finish within ``timeout``, then cancel it and close."""
+        """Let the request in flight finish within ``timeout``, then cancel it and close.
+
+        A connection that has not yet sent its first request (one taken from the accept
+        queue at shutdown, whose bytes are read on a later turn of the loop) gets until its
+        header timeout for that request to arrive, within ``timeout``."""
         self._closing = True
+        if self._task_handler is None and self._served == 0 and self._transport is not None:
+            self._first = self._loop.create_future()
+            limit = self._lane.limits.timeout
+            await asyncio.wait(
+                {self._first}, timeout=limit if timeout is None else min(timeout, limit)
+            )
         task = self._task_handler
         if task is not None and not task.done():
             await asyncio.wait({task}, timeout=timeout)
