@@ -48,6 +48,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,20 +215,32 @@ def measure(
 def observe_cost(
     targets: dict[str, str], pids: dict[str, int], seconds: float, rate: float, rounds: int
 ) -> dict[str, Any]:
-    """CPU per request at ``rate`` of each target, ``rounds`` runs interleaved (so a slow
-    spell hits every target alike); the median and every run, both modes."""
+    """CPU per request at ``rate`` of each target, ``rounds`` runs interleaved, both modes.
+
+    Each target first runs 8 s at ``rate`` (a fresh server's first seconds cost more: its
+    caches, heap and event log grow). The rounds then alternate their order (a, b, c, then
+    c, b, a) so that a drift within a round weighs on every target alike, and the cost of
+    observability is also taken per round, (c) against (c'') of the same round: the median
+    of those ratios and their quartiles show how far this shared machine's noise reaches."""
     out: dict[str, Any] = {}
+    names = list(targets)
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
         runs: dict[str, list[float]] = {name: [] for name in targets}
         for url in targets.values():
-            oha(url, body(MODEL, stream), 1.0, None)  # warm-up
-        for _ in range(rounds):
-            for name, url in targets.items():
-                result = oha(url, body(MODEL, stream), seconds, rate, [pids[name]])
+            oha(url, body(MODEL, stream), 8.0, rate)  # warm-up
+        for round_number in range(rounds):
+            for name in names if round_number % 2 == 0 else names[::-1]:
+                result = oha(targets[name], body(MODEL, stream), seconds, rate, [pids[name]])
                 runs[name].append(result["cpu_us"])
-        out[mode] = {
-            name: {"median": sorted(r)[len(r) // 2], "runs": r} for name, r in runs.items()
+        out[mode] = {name: {"median": statistics.median(r), "runs": r} for name, r in runs.items()}
+        on, off = (next(r for n, r in runs.items() if n.startswith(p)) for p in ("(c)", "(c'')"))
+        ratios = sorted(a / b - 1 for a, b in zip(on, off, strict=True))
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        out[mode]["paired"] = {
+            "median": statistics.median(ratios),
+            "q1": quartiles[0],
+            "q3": quartiles[2],
         }
     return out
 
@@ -472,19 +485,21 @@ def observe_table(cost: dict[str, Any]) -> str:
     """Observability's cost: CPU µs per request, on (c) against off (c'')."""
     lines = [
         "| mode | (b) aiohttp proxy | (c'') observability off | (c') on, request log off "
-        "| (c) on | cost of it all | runs of (c'') / (c) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| (c) on | cost of it all | per round: median [quartiles] | runs of (c'') / (c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for mode, rows in cost.items():
+        paired = rows["paired"]
         # "(c'') hedgerow, observability off" -> "c''"
-        med = {name[1 : name.index(")")]: row["median"] for name, row in rows.items()}
-        runs = {name[1 : name.index(")")]: row["runs"] for name, row in rows.items()}
+        med = {n[1 : n.index(")")]: row["median"] for n, row in rows.items() if n != "paired"}
+        runs = {n[1 : n.index(")")]: row["runs"] for n, row in rows.items() if n != "paired"}
         off, nolog, on = med["c''"], med["c'"], med["c"]
         listed = " ".join(f"{x:.0f}" for x in runs["c''"]) + " / "
         listed += " ".join(f"{x:.0f}" for x in runs["c"])
         lines.append(
             f"| {mode} | {med['b']:.0f} | {off:.0f} | {nolog:.0f} | {on:.0f} "
-            f"| **{on / off - 1:+.1%}** | {listed} |"
+            f"| **{on / off - 1:+.1%}** | {paired['median']:+.1%} "
+            f"[{paired['q1']:+.1%}, {paired['q3']:+.1%}] | {listed} |"
         )
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod bucket;
 pub mod clock;
 pub mod error;
+pub mod logline;
 pub mod outcome;
 pub mod ring;
 pub mod shared;

@@ -9,15 +9,16 @@ use std::time::Instant;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::breaker::{Breaker, BreakerConfig, State};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::bucket::{mix_key, wait_secs, Decision, Gcra, KeyedTokenBucket, TokenBucket};
 use crate::clock::{self, ns_to_secs, resolve_now};
 use crate::error::{non_negative, ArgError};
+use crate::logline::{self, Secrets};
 use crate::outcome::Outcome;
 use crate::shared::{self, clear, gcra_acquire, trip, Member, SharedRegion};
 use crate::sse::{self, Dialect};
@@ -877,6 +878,214 @@ fn loud_spans<'py>(
     PyList::new(py, runs.iter().flat_map(|&(begin, end)| [begin, end]))
 }
 
+// ---------------------------------------------------------------------------------------
+// The request log's lines
+
+/// Epoch seconds as ISO 8601 UTC with milliseconds (``2026-06-05T15:08:12.345Z``), exactly as
+/// ``datetime.fromtimestamp(epoch, UTC)`` gives it cut to milliseconds (the fraction rounded
+/// to microseconds, half to even, then truncated). ``ValueError`` outside the years 1-9999.
+#[pyfunction]
+fn iso_millis(epoch: f64) -> PyResult<String> {
+    let mut out = Vec::with_capacity(24);
+    logline::push_iso_millis(&mut out, epoch)?;
+    // Only ASCII digits and punctuation were written.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// Appends a Python value as JSON: ``None``, ``bool``, ``int``, ``float`` and ``str`` as
+/// themselves, anything else as its ``str()`` (what ``orjson.dumps(default=str)`` does).
+fn push_value(out: &mut Vec<u8>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if value.is_none() {
+        out.extend_from_slice(b"null");
+    } else if let Ok(text) = value.cast::<PyString>() {
+        logline::push_str(out, &text.to_string_lossy());
+    } else if let Ok(flag) = value.cast::<PyBool>() {
+        out.extend_from_slice(if flag.is_true() { b"true" } else { b"false" });
+    } else if value.cast::<PyInt>().is_ok() {
+        match value.extract::<i64>() {
+            Ok(n) => logline::push_i64(out, n),
+            // Past 64 bits: the decimal digits are still a JSON number.
+            Err(_) => out.extend_from_slice(value.str()?.to_string_lossy().as_bytes()),
+        }
+    } else if let Ok(number) = value.cast::<PyFloat>() {
+        logline::push_f64(out, number.value());
+    } else {
+        logline::push_str(out, &value.str()?.to_string_lossy());
+    }
+    Ok(())
+}
+
+/// Appends ``"key":`` to a JSON object being written.
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    logline::push_str(out, key);
+    out.push(b':');
+}
+
+/// One ``attempt_log`` entry from ``(deployment, outcome, error, status, latency)``.
+fn push_attempt(out: &mut Vec<u8>, attempt: &Bound<'_, PyAny>) -> PyResult<()> {
+    let attempt = attempt.cast::<PyTuple>()?;
+    if attempt.len() != 5 {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "an attempt is (deployment, outcome, error, status, latency), got {} items",
+            attempt.len()
+        )));
+    }
+    let error = attempt.get_item(2)?;
+    let outcome = attempt.get_item(1)?;
+    out.extend_from_slice(b"{\"deployment\":");
+    push_value(out, &attempt.get_item(0)?)?;
+    out.extend_from_slice(b",\"outcome\":");
+    // Failed for the request's own fault (bad request, context window): not the upstream's.
+    if !error.is_none() && outcome.cast::<PyString>().is_ok_and(|o| o == "success") {
+        logline::push_str(out, "rejected");
+    } else {
+        push_value(out, &outcome)?;
+    }
+    out.extend_from_slice(b",\"error\":");
+    push_value(out, &error)?;
+    out.extend_from_slice(b",\"status\":");
+    push_value(out, &attempt.get_item(3)?)?;
+    out.extend_from_slice(b",\"latency\":");
+    logline::push_f64(out, logline::round4(attempt.get_item(4)?.extract::<f64>()?));
+    out.push(b'}');
+    Ok(())
+}
+
+struct PendingLines {
+    buffer: Vec<u8>,
+    lines: usize,
+    dropped: u64,
+}
+
+/// The request log's pending lines: ``add`` formats one request's JSON line into a buffer
+/// (on the event loop, no Python objects made), ``take`` hands the writer thread everything
+/// added so far as one ``bytes``, the config's secret values masked.
+///
+/// ``RequestLines(secrets=[], max_pending=100_000)``: past ``max_pending`` lines not yet
+/// taken, ``add`` drops the line, counts it in ``dropped`` and returns ``False``.
+///
+/// A line, fields in this order: ``ts`` (``at`` as ISO 8601), ``level`` (``warning`` when
+/// ``detail["status"] >= 500`` or ``detail["error"]`` is not ``None``, else ``info``),
+/// ``event`` (``"request"``), ``route``, ``deployment``, every item of ``detail`` as it is,
+/// and ``attempt_log``: one object per ``(deployment, outcome, error, status, latency)``
+/// tuple of ``attempts`` (``outcome`` ``rejected`` for a success with an error, latency
+/// rounded to 0.1 ms), or ``null`` when ``attempts`` is ``None``.
+#[pyclass(frozen, name = "RequestLines", module = "hedgerow._core")]
+struct PyRequestLines {
+    secrets: Secrets,
+    max_pending: usize,
+    // Held only to append a finished line or to swap the buffer out, never across a call
+    // into Python (which could hand the interpreter to the writer thread, waiting on it).
+    pending: Mutex<PendingLines>,
+}
+
+impl PyRequestLines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingLines> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl PyRequestLines {
+    #[new]
+    #[pyo3(signature = (secrets = Vec::new(), max_pending = 100_000))]
+    fn new(secrets: Vec<String>, max_pending: usize) -> Self {
+        PyRequestLines {
+            secrets: Secrets::new(secrets.into_iter().map(String::into_bytes)),
+            max_pending,
+            pending: Mutex::new(PendingLines {
+                buffer: Vec::new(),
+                lines: 0,
+                dropped: 0,
+            }),
+        }
+    }
+
+    /// Add the line of one request (see the class docstring); ``False`` when it was
+    /// dropped. ``ValueError`` for a time outside the years 1-9999, ``TypeError`` for an
+    /// attempt that is not a 5-tuple ending in a number; nothing is added then.
+    fn add(
+        &self,
+        at: f64,
+        route: Option<&str>,
+        deployment: Option<&str>,
+        detail: &Bound<'_, PyDict>,
+        attempts: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<bool> {
+        if self.lock().lines >= self.max_pending {
+            self.lock().dropped += 1;
+            return Ok(false);
+        }
+        let status = detail.get_item("status")?;
+        let failed = status.is_some_and(|s| s.extract::<i64>().is_ok_and(|s| s >= 500))
+            || detail.get_item("error")?.is_some_and(|e| !e.is_none());
+        let mut line = Vec::with_capacity(512);
+        line.extend_from_slice(b"{\"ts\":\"");
+        logline::push_iso_millis(&mut line, at)?;
+        line.extend_from_slice(if failed {
+            b"\",\"level\":\"warning\",\"event\":\"request\",\"route\":"
+        } else {
+            b"\",\"level\":\"info\",\"event\":\"request\",\"route\":"
+        });
+        match route {
+            Some(route) => logline::push_str(&mut line, route),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(b",\"deployment\":");
+        match deployment {
+            Some(deployment) => logline::push_str(&mut line, deployment),
+            None => line.extend_from_slice(b"null"),
+        }
+        for (key, value) in detail.iter() {
+            line.push(b',');
+            push_key(&mut line, &key.str()?.to_string_lossy());
+            push_value(&mut line, &value)?;
+        }
+        line.extend_from_slice(b",\"attempt_log\":");
+        match attempts {
+            None => line.extend_from_slice(b"null"),
+            Some(attempts) => {
+                line.push(b'[');
+                for (i, attempt) in attempts.iter().enumerate() {
+                    if i > 0 {
+                        line.push(b',');
+                    }
+                    push_attempt(&mut line, &attempt)?;
+                }
+                line.push(b']');
+            }
+        }
+        line.extend_from_slice(b"}\n");
+        let mut pending = self.lock();
+        pending.buffer.extend_from_slice(&line);
+        pending.lines += 1;
+        Ok(true)
+    }
+
+    /// Everything added since the last ``take``, the secrets masked (``b""`` when nothing).
+    fn take<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let data = {
+            let mut pending = self.lock();
+            pending.lines = 0;
+            std::mem::take(&mut pending.buffer)
+        };
+        let masked = py.detach(|| self.secrets.mask(&data));
+        PyBytes::new(py, masked.as_deref().unwrap_or(&data))
+    }
+
+    /// Lines added and not yet taken.
+    #[getter]
+    fn pending(&self) -> usize {
+        self.lock().lines
+    }
+
+    /// Lines dropped because ``max_pending`` were waiting.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+}
+
 /// hedgerow's native resilience core: ``CircuitBreaker``, ``TokenBucket``,
 /// ``KeyedTokenBucket``, ``SlidingWindow`` and ``monotonic`` (import them from ``hedgerow``),
 /// ``SharedState`` / ``SharedBucket``, the state the workers of one host share, and
@@ -892,6 +1101,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_function(wrap_pyfunction!(monotonic, m)?)?;
     m.add_function(wrap_pyfunction!(loud_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(iso_millis, m)?)?;
+    m.add_class::<PyRequestLines>()?;
     m.add_class::<PyCircuitBreaker>()?;
     m.add_class::<PyTokenBucket>()?;
     m.add_class::<PyKeyedTokenBucket>()?;

@@ -14,16 +14,18 @@ Outcome vocabulary (breaker and window): ``"success"``, ``"5xx"``, ``"529"``, ``
 """
 
 from collections.abc import Iterable
-from typing import Literal, TypeAlias, TypedDict, final
+from typing import Any, Literal, TypeAlias, TypedDict, final
 
 __all__ = [
     "CircuitBreaker",
     "KeyedTokenBucket",
+    "RequestLines",
     "SharedBucket",
     "SharedMember",
     "SharedState",
     "SlidingWindow",
     "TokenBucket",
+    "iso_millis",
     "loud_spans",
     "monotonic",
 ]
@@ -369,3 +371,50 @@ def loud_spans(region: bytes, dialect: Literal["openai", "anthropic"], start: in
     is loud when the format's ``quiet_events`` says it is not quiet on its own. Bytes after
     the last ``\\n\\n`` are loud. ``ValueError`` for an unknown dialect.
     """
+
+def iso_millis(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-06-05T15:08:12.345Z``), exactly
+    as ``datetime.fromtimestamp(epoch, UTC)`` gives it cut to milliseconds (the fraction
+    rounded to microseconds, half to even, then truncated). ``ValueError`` outside the years
+    1-9999.
+    """
+
+@final
+class RequestLines:
+    """The request log's pending lines: ``add`` formats one request's JSON line into a buffer
+    (on the event loop, no Python objects made), ``take`` hands the writer thread everything
+    added so far as one ``bytes``, the config's secret values masked.
+
+    Past ``max_pending`` lines not yet taken, ``add`` drops the line, counts it in
+    ``dropped`` and returns ``False``.
+
+    A line, fields in this order: ``ts`` (``at`` as ISO 8601), ``level`` (``warning`` when
+    ``detail["status"] >= 500`` or ``detail["error"]`` is not ``None``, else ``info``),
+    ``event`` (``"request"``), ``route``, ``deployment``, every item of ``detail`` as it is
+    (``None``, ``bool``, ``int``, ``float``, ``str``; anything else as its ``str()``), and
+    ``attempt_log``: one object per ``(deployment, outcome, error, status, latency)`` tuple of
+    ``attempts`` (``outcome`` ``rejected`` for a success with an error, latency rounded to
+    0.1 ms), or ``null`` when ``attempts`` is ``None``.
+    """
+
+    def __init__(self, secrets: list[str] = ..., max_pending: int = 100_000) -> None: ...
+    def add(
+        self,
+        at: float,
+        route: str | None,
+        deployment: str | None,
+        detail: dict[str, Any],
+        attempts: list[tuple[str | None, str, str | None, int | None, float]] | None,
+    ) -> bool:
+        """Add the line of one request; ``False`` when it was dropped. ``ValueError`` for a
+        time outside the years 1-9999, ``TypeError`` for an attempt that is not a 5-tuple
+        ending in a number; nothing is added then."""
+    def take(self) -> bytes:
+        """Everything added since the last ``take``, the secrets masked (``b""`` when
+        nothing)."""
+    @property
+    def pending(self) -> int:
+        """Lines added and not yet taken."""
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because ``max_pending`` were waiting."""

@@ -32,8 +32,10 @@ def test_exported_names() -> None:
         "SharedBucket",
         "SharedMember",
         "SharedState",
+        "RequestLines",
         "SlidingWindow",
         "TokenBucket",
+        "iso_millis",
         "loud_spans",
         "monotonic",
     }

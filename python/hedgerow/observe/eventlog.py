@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from hedgerow._core import iso_millis
 from hedgerow.observe.redact import Redactor
 from hedgerow.routing.events import Event
 
@@ -143,26 +144,11 @@ def replicated() -> bool:
     return _REPLICA.get()
 
 
-# The last whole second formatted and its text, swapped as one tuple (threads read it).
-_iso_second: tuple[int, str] = (-1, "")
-_MILLIS = tuple(f"{n:03d}Z" for n in range(1000))
-
-
 def iso(epoch: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds (``2026-06-05T15:08:12.345Z``), as
-    ``datetime`` gives them (microseconds rounded, then cut to milliseconds). One per logged
-    request: integer arithmetic and two cached strings, no formatting."""
-    global _iso_second
-    second = int(epoch)
-    micros = round((epoch - second) * 1e6)
-    if micros >= 1_000_000:  # rounded up into the next second
-        second += 1
-        micros -= 1_000_000
-    cached = _iso_second
-    if cached[0] != second:  # formatting a date costs more than the rest of a log line
-        text = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        cached = _iso_second = (second, text)
-    return cached[1] + _MILLIS[micros // 1000]
+    ``datetime`` gives them (microseconds rounded, then cut to milliseconds). Native: the
+    request log's lines get their times from the same code (``hedgerow._core``)."""
+    return iso_millis(epoch)
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")

@@ -28,7 +28,6 @@ config's secret values before it is written. ``configure_logging`` does the same
 
 from __future__ import annotations
 
-import collections
 import contextvars
 import logging
 import logging.handlers
@@ -41,6 +40,7 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 
+from hedgerow._core import RequestLines
 from hedgerow.observe.eventlog import iso
 from hedgerow.observe.redact import RedactingFilter, Redactor
 from hedgerow.routing.events import Event
@@ -66,19 +66,6 @@ class RequestScope:
     def __init__(self) -> None:
         # (deployment, outcome, error, status, latency seconds)
         self.attempts: list[tuple[str | None, str, str | None, int | None, float]] = []
-
-    def add(self, event: Event) -> None:
-        """Record one ``attempt`` event."""
-        d = event.detail
-        self.attempts.append(
-            (
-                event.deployment,
-                d.get("outcome", "other"),
-                d.get("error"),
-                d.get("status"),
-                d.get("latency") or 0.0,
-            )
-        )
 
     def first_content(self) -> tuple[str, float] | None:
         """``(deployment, seconds)`` of the first successful attempt (for a stream, its time
@@ -140,49 +127,16 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         _SCOPE.reset(token)
 
 
-def request_line(
-    event: Event, scope: RequestScope | None, redactor: Redactor | None = None
-) -> dict[str, Any]:
-    """The request log entry of a ``request`` event (see the module docstring). Every field
-    is hedgerow's own but ``route`` (the model a client asked for, which may be anything):
-    that one is masked by ``redactor``."""
-    d = event.detail
-    route = event.route
-    if redactor is not None and route is not None:
-        route = redactor.short(route)
-    failed = (d.get("status") or 0) >= 500 or d.get("error") is not None
-    attempts = None
-    if scope is not None:
-        attempts = [
-            {
-                "deployment": deployment,
-                "outcome": "rejected" if error is not None and outcome == "success" else outcome,
-                "error": error,
-                "status": status,
-                "latency": round(latency, 4),
-            }
-            for deployment, outcome, error, status, latency in scope.attempts
-        ]
-    # The event's own fields are copied as they are (request_id, format, stream, status,
-    # latency, attempts, tier, hedged, error, input_tokens, output_tokens).
-    return {
-        "ts": iso(event.at),
-        "level": "warning" if failed else "info",
-        "event": "request",
-        "route": route,
-        "deployment": event.deployment,
-        **d,
-        "attempt_log": attempts,
-    }
-
-
 class RequestLog:
     """Writes one JSON line per request to a stream or a file, from a thread of its own.
 
-    ``write`` (on the event loop) only serialises the line and appends it to a deque; every
-    ``flush_every`` seconds the writer thread takes what is there and writes it with one
-    call and one flush. Waking a thread per line would cost more than the line (a hand-over of the
-    GIL each time). Past ``max_pending`` waiting lines, lines are dropped and counted.
+    ``write`` (on the event loop) formats the line natively into a buffer
+    (``hedgerow._core.RequestLines``: no Python objects made, the field layout documented
+    there and in the module docstring); every ``flush_every`` seconds the writer thread takes
+    the whole buffer as one ``bytes``, the config's secret values masked, and writes it with
+    one call and one flush. Waking a thread per line would cost more than the line (a
+    hand-over of the GIL each time). Past ``max_pending`` waiting lines, lines are dropped and
+    counted.
     """
 
     def __init__(
@@ -196,30 +150,36 @@ class RequestLog:
     ) -> None:
         self.path = path
         self.redactor = redactor or Redactor()
-        self.dropped = 0
         self.flush_every = flush_every
         self._stream = stream
-        # Appended on the loop, popped by the writer: a deque's append and popleft are
-        # thread-safe. Lines are kept as str: orjson's bytes results are allocated outside
-        # Python's small-object allocator, and holding hundreds of them costs more than
-        # formatting them.
-        self._lines: collections.deque[str] = collections.deque()
-        self._max_pending = max_pending
+        self._lines = RequestLines(list(self.redactor.values), max_pending)
+        self._failed = 0  # lines the output refused
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
         """Lines not yet handed to the writer."""
-        return len(self._lines)
+        return self._lines.pending
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost: too many waiting, or the output refused them."""
+        return self._lines.dropped + self._failed
 
     def write(self, event: Event, scope: RequestScope | None) -> None:
         """Log the request of ``event`` (a ``request`` event) with its attempts."""
-        if len(self._lines) >= self._max_pending:
-            self.dropped += 1
-            return
-        line = orjson.dumps(request_line(event, scope, self.redactor), default=str).decode()
-        self._lines.append(line)
+        route = event.route
+        if route is not None:
+            # The one field a client controls (the model it asked for).
+            route = self.redactor.short(route)
+        self._lines.add(
+            event.at,
+            route,
+            event.deployment,
+            event.detail,
+            scope.attempts if scope is not None else None,
+        )
         if self._thread is None:
             self.start()
 
@@ -232,32 +192,28 @@ class RequestLog:
             )
             self._thread.start()
 
-    def _take(self) -> list[str]:
-        lines = self._lines
-        return [lines.popleft() for _ in range(len(lines))]
-
     def _run(self) -> None:
         if self.path is not None:
-            out: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            with open(self.path, "ab") as file:
+                self._write_until_stopped(file.write, file.flush)
         else:
-            out = self._stream or sys.stderr
-        try:
-            while True:
-                stopping = self._stop.wait(self.flush_every)
-                lines = self._take()
-                if lines:
-                    # Known secrets only: the one free-text field was masked already.
-                    text = self.redactor.known("\n".join(lines))
-                    try:
-                        out.write(text + "\n")
-                        out.flush()
-                    except (OSError, ValueError):
-                        self.dropped += len(lines)
-                if stopping:
-                    return
-        finally:
-            if self.path is not None:
-                out.close()
+            stream = self._stream or sys.stderr
+            self._write_until_stopped(lambda data: stream.write(data.decode()), stream.flush)
+
+    def _write_until_stopped(
+        self, write: Callable[[bytes], object], flush: Callable[[], object]
+    ) -> None:
+        while True:
+            stopping = self._stop.wait(self.flush_every)
+            data = self._lines.take()
+            if data:
+                try:
+                    write(data)
+                    flush()
+                except (OSError, ValueError):
+                    self._failed += data.count(b"\n")
+            if stopping:
+                return
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is waiting and stop the thread."""

@@ -88,14 +88,10 @@ class Redactor:
                 self._short[value] = masked
         return masked
 
-    def known(self, value: str) -> str:
-        """``value`` with the config's secret values masked (plain substring tests only: for
-        text whose every other part hedgerow wrote itself)."""
-        for secret in self._values:
-            if secret in value:
-                assert self._known is not None
-                return self._known.sub(REDACTED, value)
-        return value
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The secret values masked, longest first (the request log masks them natively)."""
+        return self._values
 
     def value(self, value: Any) -> Any:
         """A JSON-like value (dicts, lists, strings) with every string masked."""
