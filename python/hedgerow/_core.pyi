@@ -397,7 +397,7 @@ class RequestLines:
     0.1 ms), or ``null`` when ``attempts`` is ``None``.
     """
 
-    def __init__(self, secrets: list[str] = ..., max_pending: int = 100_000) -> None: ...
+    def __new__(cls, secrets: list[str] = ..., max_pending: int = 100_000) -> RequestLines: ...
     def add(
         self,
         at: float,
