@@ -88,11 +88,14 @@ pub fn push_iso_millis(out: &mut Vec<u8>, epoch: f64) -> Result<(), ArgError> {
     // Years 1..=9999 span these seconds; anything outside has no ISO text of this form.
     const FIRST: f64 = -62_135_596_800.0;
     const END: f64 = 253_402_300_800.0;
-    if !(epoch.is_finite() && (FIRST..END).contains(&epoch)) {
-        return Err(ArgError(format!(
+    let out_of_range = || {
+        Err(ArgError(format!(
             "epoch must be a time between the years 1 and 9999, got {}",
             crate::error::fmt_f64(epoch)
-        )));
+        )))
+    };
+    if !(epoch.is_finite() && (FIRST..END).contains(&epoch)) {
+        return out_of_range();
     }
     // What datetime.fromtimestamp does: modf, round the fraction to microseconds.
     let mut second = epoch.trunc() as i64;
@@ -105,11 +108,9 @@ pub fn push_iso_millis(out: &mut Vec<u8>, epoch: f64) -> Result<(), ArgError> {
         micros += 1_000_000;
     }
     let (year, month, day) = civil_from_days(second.div_euclid(86_400));
+    // Just under the end, the rounded microseconds can carry into the year 10000.
     if !(1..=9999).contains(&year) {
-        return Err(ArgError(format!(
-            "epoch must be a time between the years 1 and 9999, got {}",
-            crate::error::fmt_f64(epoch)
-        )));
+        return out_of_range();
     }
     let of_day = second.rem_euclid(86_400);
     let digits = |out: &mut Vec<u8>, value: i64, width: u32| {
@@ -229,7 +230,12 @@ mod tests {
         assert_eq!(iso(-0.25), "1969-12-31T23:59:59.750Z");
         assert_eq!(iso(-62_135_596_800.0), "0001-01-01T00:00:00.000Z");
         assert_eq!(iso(253_402_300_799.0), "9999-12-31T23:59:59.000Z");
-        for bad in [f64::NAN, f64::INFINITY, 253_402_300_800.0, -62_135_596_801.0] {
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            253_402_300_800.0,
+            -62_135_596_801.0,
+        ] {
             assert!(push_iso_millis(&mut Vec::new(), bad).is_err());
         }
     }

@@ -1012,9 +1012,12 @@ impl PyRequestLines {
         detail: &Bound<'_, PyDict>,
         attempts: Option<&Bound<'_, PyList>>,
     ) -> PyResult<bool> {
-        if self.lock().lines >= self.max_pending {
-            self.lock().dropped += 1;
-            return Ok(false);
+        {
+            let mut pending = self.lock();
+            if pending.lines >= self.max_pending {
+                pending.dropped += 1;
+                return Ok(false);
+            }
         }
         let status = detail.get_item("status")?;
         let failed = status.is_some_and(|s| s.extract::<i64>().is_ok_and(|s| s >= 500))
