@@ -52,8 +52,8 @@ __all__ = [
     "RequestScope",
     "configure_logging",
     "current_scope",
-    "new_scope_context",
-    "request_scope",
+    "open_scope",
+        "request_scope",
     "scope_middleware",
 ]
 
@@ -108,13 +108,12 @@ class request_scope:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def new_scope_context() -> contextvars.Context:
-    """A copy of the current context holding a fresh ``RequestScope``: what
-    ``scope_middleware`` gives a request, for a request run as a task of its own (the chat
-    lane, ``hedgerow.server.lane``)."""
-    context = contextvars.copy_context()
-    context.run(_SCOPE.set, RequestScope())
-    return context
+def open_scope() -> None:
+    """Give the running task a fresh ``RequestScope``: what ``scope_middleware`` gives a
+    request, for a request run as a task of its own (the chat lane, ``hedgerow.server.lane``).
+    Call it first thing in that task: a task runs in a copy of its creator's context, so the
+    scope stays the task's (and its attempt tasks'), and no second copy is made for it."""
+    _SCOPE.set(RequestScope())
 
 
 @web.middleware

@@ -800,8 +800,11 @@ class Gateway:
         self._record(plan, deployment, "success", latency, now)
         health.record_ttfc(latency, now)
         if self.events.active:
-            self.events.emit(
-                "attempt", plan.name, deployment.key, outcome="success", error=None, latency=latency
+            self.events.publish(
+                "attempt",
+                plan.name,
+                deployment.key,
+                {"outcome": "success", "error": None, "latency": latency},
             )
         served = Served(
             route=plan.name,
@@ -861,14 +864,16 @@ class Gateway:
             log.error("provider rejected hedgerow's key: %s: %s", deployment.key, info.message)
             self.events.emit("auth_error", plan.name, deployment.key, message=info.message)
         if self.events.active:
-            self.events.emit(
+            self.events.publish(
                 "attempt",
                 plan.name,
                 deployment.key,
-                outcome=outcome or "success",
-                error=info.kind.value,
-                status=info.status,
-                latency=latency,
+                {
+                    "outcome": outcome or "success",
+                    "error": info.kind.value,
+                    "status": info.status,
+                    "latency": latency,
+                },
             )
 
     async def _until_first_content(

@@ -17,7 +17,7 @@ from hedgerow.formats import anthropic as anthropic_format
 from hedgerow.formats import openai as openai_format
 from hedgerow.jobs.api import QueueSink, open_queue
 from hedgerow.observe import install_observability
-from hedgerow.observe.logs import configure_logging, new_scope_context, scope_middleware
+from hedgerow.observe.logs import configure_logging, open_scope, scope_middleware
 from hedgerow.observe.redact import Redactor, config_secrets
 from hedgerow.routing import Gateway, GatewayError
 from hedgerow.security import KeyGuard, KeyStore
@@ -192,7 +192,7 @@ def create_app(
             max_body=config.server.max_body_bytes,
             body_timeout=config.server.body_timeout,
             keepalive_timeout=KEEPALIVE_TIMEOUT,
-            scoped=new_scope_context if scope_middleware in app.middlewares else None,
+            scoped=open_scope if scope_middleware in app.middlewares else None,
         )
 
     install(app, limits, lane)

@@ -236,22 +236,24 @@ class _Ticket:
         events = self.gateway.events
         if not events.active:
             return
-        events.emit(
+        events.publish(
             "request",
             self.route,
             served.deployment if served else None,
-            request_id=self.request_id,
-            key=self.principal.name if self.principal else None,
-            format=self.fmt.NAME,
-            stream=stream,
-            status=status,
-            latency=time.monotonic() - self.started,
-            attempts=served.attempts if served else attempts,
-            tier=("minimal" if served.minimal else served.tier) if served else None,
-            hedged=served.hedged if served else False,
-            error=error.kind.value if error else None,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
+            {
+                "request_id": self.request_id,
+                "key": self.principal.name if self.principal else None,
+                "format": self.fmt.NAME,
+                "stream": stream,
+                "status": status,
+                "latency": time.monotonic() - self.started,
+                "attempts": served.attempts if served else attempts,
+                "tier": ("minimal" if served.minimal else served.tier) if served else None,
+                "hedged": served.hedged if served else False,
+                "error": error.kind.value if error else None,
+                "input_tokens": usage.input_tokens if usage else None,
+                "output_tokens": usage.output_tokens if usage else None,
+            },
         )
 
 

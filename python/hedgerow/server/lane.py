@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import logging
 import re
 import time
@@ -92,7 +91,7 @@ class Lane:
         max_body: int,
         body_timeout: float,
         keepalive_timeout: float,
-        scoped: Callable[[], contextvars.Context] | None = None,
+        scoped: Callable[[], None] | None = None,
     ) -> None:
         self.handlers = {path.encode(): handler for path, handler in handlers.items()}
         self.guard = guard
@@ -100,7 +99,8 @@ class Lane:
         self.max_body = max_body
         self.body_timeout = body_timeout
         self.keepalive_timeout = keepalive_timeout
-        # A context for each request's task (the request log's scope), when observing.
+        # Called first in each request's task to give it a scope (the request log's), when
+        # observing.
         self.scoped = scoped
 
 
@@ -488,17 +488,14 @@ class LaneConnection(asyncio.Protocol):
     # -- answering ---------------------------------------------------------------------------
 
     def _start(self, message: _Message) -> None:
-        lane = self._lane
-        coro = self._answer(message)
-        if lane.scoped is not None:
-            task = self._loop.create_task(coro, context=lane.scoped())
-        else:
-            task = self._loop.create_task(coro)
+        task = self._loop.create_task(self._answer(message))
         self._task_handler = task
         if self._first is not None and not self._first.done():
             self._first.set_result(None)  # a shutdown waits for this request (``shutdown``)
 
     async def _answer(self, message: _Message) -> None:
+        if self._lane.scoped is not None:
+            self._lane.scoped()
         handler = message.handler
         assert handler is not None
         answered = False
