@@ -168,7 +168,7 @@ def _observers(cfg: Config, gateways: dict[str, Gateway]) -> list[Observability]
         if mode != "on":
             observe.request_log = None
         if mode == "metrics":
-            observe.alerts.on_attempt = lambda event, now=None: None  # type: ignore[method-assign]
+            observe.alerts.on_attempts = lambda batch: None  # type: ignore[method-assign]
             observe.events.record = lambda event: None  # type: ignore[method-assign]
         observers.append(observe)
     return observers

@@ -15,6 +15,13 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most text (keys, ids, model names) needs no escape: one copy, after a check that
+    // reads eight bytes at a time.
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -38,6 +45,34 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether `bytes` hold a `"`, a `\\` or a control character (what JSON escapes).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero <=> its high bit is set in `(x - ONES) & !x & HIGHS`; a byte
+    // below 0x20 <=> the same with `x - 0x20 * ONES` (bytes of 0x80 and up never match).
+    let hit = |x: u64| {
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGHS
+            != 0
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        if hit(word) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Appends `x` as a JSON number: the shortest text that reads back as `x` (`0.0134`,
@@ -190,6 +225,32 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_at_a_time_check_finds_every_byte_json_escapes_wherever_it_is() {
+        let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(
+                        needs_escape(&bytes),
+                        naive(&bytes),
+                        "{b:#x} at {at} of {len}"
+                    );
+                    // Next to bytes a borrow could carry into.
+                    bytes.iter_mut().for_each(|x| *x = 0x80);
+                    bytes[at] = b;
+                    assert_eq!(
+                        needs_escape(&bytes),
+                        naive(&bytes),
+                        "{b:#x} at {at} in 0x80s"
+                    );
+                }
+            }
+        }
+    }
 
     fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();

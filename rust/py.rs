@@ -1019,9 +1019,12 @@ impl PyRequestLines {
                 return Ok(false);
             }
         }
-        let status = detail.get_item("status")?;
+        let py = detail.py();
+        let status = detail.get_item(pyo3::intern!(py, "status"))?;
         let failed = status.is_some_and(|s| s.extract::<i64>().is_ok_and(|s| s >= 500))
-            || detail.get_item("error")?.is_some_and(|e| !e.is_none());
+            || detail
+                .get_item(pyo3::intern!(py, "error"))?
+                .is_some_and(|e| !e.is_none());
         let mut line = Vec::with_capacity(512);
         line.extend_from_slice(b"{\"ts\":\"");
         logline::push_iso_millis(&mut line, at)?;
@@ -1041,7 +1044,10 @@ impl PyRequestLines {
         }
         for (key, value) in detail.iter() {
             line.push(b',');
-            push_key(&mut line, &key.str()?.to_string_lossy());
+            match key.cast::<PyString>() {
+                Ok(key) => push_key(&mut line, &key.to_string_lossy()),
+                Err(_) => push_key(&mut line, &key.str()?.to_string_lossy()),
+            }
             push_value(&mut line, &value)?;
         }
         line.extend_from_slice(b",\"attempt_log\":");

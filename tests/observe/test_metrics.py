@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hedgerow.jobs import FakeClock as JobsClock
 from hedgerow.jobs import Group, JobError, Priority, submit
@@ -18,9 +21,17 @@ from hedgerow.observe import Observability
 from hedgerow.observe.hub import queue_probe
 from hedgerow.observe.metrics import Metrics, prepare_multiprocess, worker_exited
 from hedgerow.routing import Gateway
+from hedgerow.routing.events import Event
 from hedgerow.sim.mock import RunningMock
 from tests.observe.conftest import CHAT, USER, FakeClock, config_for, metric, running_app, until
 from tests.servers import make_config, start_gateway
+
+# Provider addresses nothing listens on: metrics never call them.
+_NO_MOCK: Any = SimpleNamespace(
+    anthropic_base_url="http://127.0.0.1:9",
+    openai_base_url="http://127.0.0.1:9/v1",
+    gemini_base_url="http://127.0.0.1:9",
+)
 
 ROUTES = {
     "chat": CHAT,
@@ -284,16 +295,18 @@ async def test_a_failing_observer_never_reaches_traffic_or_readers(
     mock: RunningMock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_app(config_for(mock, tmp_path, ROUTES), FakeClock()) as app:
-        broken = {"left": 1}
-        on_request = app.observe.metrics.on_request
+        on_requests = app.observe.metrics.on_requests
+        bad: list[str] = []  # the request id of the one request whose counting fails
 
-        def flaky(event: Any, ttfc: Any = None) -> None:
-            if broken["left"]:
-                broken["left"] -= 1
-                raise RuntimeError("observer bug")
-            on_request(event, ttfc)
+        def flaky(batch: Any) -> None:
+            for event, _ in batch:
+                if not bad:
+                    bad.append(event.detail["request_id"])
+                if event.detail["request_id"] == bad[0]:
+                    raise RuntimeError("observer bug")
+            on_requests(batch)
 
-        app.observe.metrics.on_request = flaky  # type: ignore[method-assign]
+        app.observe.metrics.on_requests = flaky  # type: ignore[method-assign]
         for _ in range(3):
             assert (await app.chat()).status == 200
         text = await app.metrics()  # the scrape takes in the queue, past the failure
@@ -316,3 +329,41 @@ async def test_observability_can_be_turned_off(mock: RunningMock) -> None:
             async with http.get(f"{gw.url}{path}") as response:
                 assert response.status == 404, path
                 assert (await response.json())["error"]["type"] == "invalid_request_error"
+
+
+_SHAPES = st.tuples(
+    st.sampled_from(["chat", "support", "nope", None]),
+    st.sampled_from(["anth/claude-sonnet-4-6", "oai/gpt-4.1", "ghost/model", None]),
+    st.sampled_from([0, 1, "minimal", None]),
+    st.sampled_from([200, 429, 502, 202]),
+    st.sampled_from([None, "overloaded", "timeout"]),
+    # Binary fractions: a batch's sum is then exactly the sum of its one-by-one additions.
+    st.sampled_from([0.0, 0.125, 0.5, 3.0, 20.0, 700.0]),
+    st.sampled_from([None, 0, 8, 1024]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_SHAPES, max_size=40))
+def test_a_batch_counts_what_its_events_count_one_by_one(shapes: list[Any]) -> None:
+    """``Observability`` hands metrics its events in batches, added up per shape: the
+    exposition is the same as for the same events taken one at a time."""
+    config = make_config(_NO_MOCK, ROUTES)
+    batched, single = Metrics(Gateway(config)), Metrics(Gateway(config))
+    requests, attempts = [], []
+    for route, deployment, tier, status, error, latency, tokens, stream in shapes:
+        detail = {"tier": tier, "status": status, "error": error, "latency": latency}
+        detail |= {"input_tokens": tokens, "output_tokens": tokens, "stream": stream}
+        ttfc = (deployment, latency) if stream and deployment else None
+        requests.append((Event("request", route, deployment, detail), ttfc))
+        outcome = "529" if error == "overloaded" else "success"
+        attempts.append((route, deployment, outcome, error, status, latency, 0.0))
+    batched.on_requests(requests)
+    batched.on_attempts(attempts)
+    for one in requests:
+        single.on_requests([one])
+    for fields in attempts:
+        single.on_attempts([fields])
+    assert batched.exposition() == single.exposition()
+    assert series(batched.exposition().decode()) == series(single.exposition().decode())

@@ -41,7 +41,7 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from typing import Any, Literal
 
@@ -55,7 +55,7 @@ from hedgerow.observe.eventlog import iso, stop_tasks
 from hedgerow.observe.metrics import Metrics
 from hedgerow.observe.redact import Redactor
 from hedgerow.routing import Gateway
-from hedgerow.routing.events import Event
+from hedgerow.routing.events import AttemptFields, Event, attempt_fields
 
 __all__ = [
     "BUILTIN_SETTINGS",
@@ -233,31 +233,24 @@ class AlertEngine:
     def on_attempt(self, event: Event, now: float | None = None) -> None:
         """Count one upstream attempt in its deployment's windows (``now``: when it was
         emitted, on the gateway's clock; the clock now by default)."""
-        d = event.detail
-        self.attempt(
-            event.deployment,
-            d.get("outcome", "other"),
-            d.get("error"),
-            d.get("latency") or 0.0,
-            self.clock() if now is None else now,
-        )
+        self.on_attempts((attempt_fields(event, self.clock() if now is None else now),))
 
-    def attempt(
-        self, deployment: str | None, outcome: Any, error: Any, latency: float, now: float
-    ) -> None:
-        """Count one upstream attempt, from its fields."""
-        tracker = self._trackers.get(deployment)  # type: ignore[arg-type]
-        if tracker is None:
-            return
-        if error is not None and outcome == "success":
-            return  # the request's own fault says nothing about the deployment
-        tracker.errors.record(outcome, latency, now)
-        tracker.bursts.record(outcome, latency, now)
-        if outcome == "success":
-            tracker.latency.record("success", latency, now)
-            status = self._status.get(tracker.latency_key)
-            if status is None or not status.firing:
-                tracker.baseline.record("success", latency, now)
+    def on_attempts(self, batch: Iterable[AttemptFields]) -> None:
+        """Count upstream attempts in their deployments' windows."""
+        trackers = self._trackers
+        for _route, deployment, outcome, error, _status, latency, now in batch:
+            tracker = trackers.get(deployment)  # type: ignore[arg-type]
+            if tracker is None:
+                continue
+            if error is not None and outcome == "success":
+                continue  # the request's own fault says nothing about the deployment
+            tracker.errors.record(outcome, latency, now)
+            tracker.bursts.record(outcome, latency, now)
+            if outcome == "success":
+                tracker.latency.record("success", latency, now)
+                status = self._status.get(tracker.latency_key)
+                if status is None or not status.firing:
+                    tracker.baseline.record("success", latency, now)
 
     # -- evaluation ---------------------------------------------------------------------------
 

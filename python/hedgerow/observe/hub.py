@@ -16,7 +16,6 @@ it around an embedded gateway::
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from hedgerow.observe.metrics import Metrics
 from hedgerow.observe.redact import Redactor
 from hedgerow.observe.status import StatusMonitor
 from hedgerow.routing import Gateway
-from hedgerow.routing.events import Event
+from hedgerow.routing.events import AttemptFields, Event
 
 __all__ = ["Observability", "QueueProbe", "queue_probe"]
 
@@ -47,6 +46,21 @@ log = logging.getLogger("hedgerow.observe")
 
 # () -> ({state: count}, age of the oldest queued job in seconds or None)
 QueueProbe = Callable[[], Awaitable[tuple[dict[str, int], float | None]]]
+
+
+def _feed(consume: Callable[[list[Any]], None], batch: list[Any]) -> None:
+    """Hand ``batch`` to ``consume``; when that fails, hand its events one at a time, so
+    that one bad event costs only itself (and never stops the others, nor the reader)."""
+    if not batch:
+        return
+    try:
+        consume(batch)
+    except Exception:
+        for item in batch:
+            try:
+                consume([item])
+            except Exception:
+                log.exception("observability: processing an event failed")
 
 
 def queue_probe(queue: Any, wall: Callable[[], float] = time.time) -> QueueProbe:
@@ -128,10 +142,11 @@ class Observability:
                 handlers.append(self.status.on_operator)
             self._other[kind] = tuple(handlers)
         self._record_unknown = (self.events.record,)
-        # (request event | None, scope, now, attempt fields | None)
-        self._pending: collections.deque[tuple[Any, RequestScope | None, float, Any]] = (
-            collections.deque()
-        )
+        # Queued for ``drain``: the attempts (and the request scope each was made in), and
+        # the requests (with theirs).
+        self._attempts: list[AttemptFields] = []
+        self._attempt_scopes: list[RequestScope | None] = []
+        self._requests: list[tuple[Event, RequestScope | None]] = []
         self._clock = gateway.clock
         # Whatever reads the state first takes in what is queued.
         self.metrics.before_render = self.drain
@@ -143,89 +158,85 @@ class Observability:
     # -- the subscriber (synchronous, on the request path) ------------------------------------
     #
     # The two kinds every request emits (``attempt``, ``request``) are only queued here, with
-    # the request's scope and the clock's ``now``; ``drain`` does the work in one tight loop
-    # (every 50 ms, and before anything reads the state). Spread over the request path the
-    # same work costs several times more: between two events the CPU's caches fill with the
-    # router's and aiohttp's data. The rare kinds (failover, breaker, operator, ...) are
-    # handled at once, in the emitter's context (who acted is read from it).
+    # the request's scope and the clock's ``now``; ``drain`` hands them to metrics and alerts
+    # in batches (every 50 ms, and before anything reads the state), where the attempts and
+    # requests of one shape are added up before any series is touched: a Python call costs
+    # about what the work inside it does, so the work is done per batch, not per event. The
+    # rare kinds (failover, breaker, operator, ...) are handled at once, in the emitter's
+    # context (who acted is read from it).
 
     def _on_event(self, event: Event) -> None:
         if self._closed:
             return
         kind = event.kind
         if kind == "attempt":
-            # The fields only: the event and its dict are freed at once (cheaper than
-            # keeping them until the batch is processed).
             d = event.detail
-            pending = self._pending
-            pending.append(
+            self._attempts.append(
                 (
-                    None,
-                    current_scope(),
+                    event.route,
+                    event.deployment,
+                    d.get("outcome", "other"),
+                    d.get("error"),
+                    d.get("status"),
+                    d.get("latency") or 0.0,
                     self._clock(),
-                    (
-                        event.route,
-                        event.deployment,
-                        d.get("outcome", "other"),
-                        d.get("error"),
-                        d.get("status"),
-                        d.get("latency") or 0.0,
-                    ),
                 )
             )
-            if len(pending) >= 256:
-                self.drain()
+            self._attempt_scopes.append(current_scope())
+        elif kind == "request":
+            self._requests.append((event, current_scope()))
+        else:
+            for handler in self._other.get(kind, self._record_unknown):
+                handler(event)
             return
-        if kind == "request":
-            pending = self._pending
-            pending.append((event, current_scope(), 0.0, None))
-            # Batches stay small (events that live long get promoted by the garbage
-            # collector, which then works harder), and never pile up unprocessed.
-            if len(pending) >= 256:
-                self.drain()
-            return
-        for handler in self._other.get(kind, self._record_unknown):
-            handler(event)
+        # Batches stay small (events that live long get promoted by the garbage collector,
+        # which then works harder), and never pile up unprocessed.
+        if len(self._attempts) + len(self._requests) >= 256:
+            self.drain()
 
     def drain(self) -> None:
         """Process the queued ``attempt`` and ``request`` events (metrics, alert windows,
         request log, dashboard counters)."""
-        pending = self._pending
-        if not pending:
-            return
-        metrics = self.metrics
-        alerts = self.alerts
-        request_log = self.request_log
-        attempts = self.attempts
-        requests = self.requests
-        pop = pending.popleft
-        while pending:
-            try:
-                for _ in range(len(pending)):
-                    event, scope, now, fields = pop()
-                    if event is None:
-                        route, deployment, outcome, error, status, latency = fields
-                        if scope is not None:
-                            scope.attempts.append((deployment, outcome, error, status, latency))
-                        metrics.attempt(route, deployment, outcome, error, latency)
-                        alerts.attempt(deployment, outcome, error, latency, now)
-                        counts = attempts.get(deployment)
-                        if counts is not None:
-                            counts[0] += 1
-                            if outcome != "success":
-                                counts[1] += 1
-                        continue
-                    stream = event.detail.get("stream")
-                    metrics.on_request(
-                        event, scope.first_content() if stream and scope is not None else None
+        while self._attempts or self._requests:
+            attempts, scopes, requests = self._attempts, self._attempt_scopes, self._requests
+            self._attempts, self._attempt_scopes, self._requests = [], [], []
+            counts = self.attempts
+            for fields, scope in zip(attempts, scopes, strict=True):
+                _, deployment, outcome, error, status, latency, _ = fields
+                if scope is not None:
+                    scope.attempts.append((deployment, outcome, error, status, latency))
+                tally = counts.get(deployment)  # type: ignore[arg-type]
+                if tally is not None:
+                    tally[0] += 1
+                    if outcome != "success":
+                        tally[1] += 1
+            _feed(self.metrics.on_attempts, attempts)
+            _feed(self.alerts.on_attempts, attempts)
+            if not requests:
+                continue
+            _feed(
+                self.metrics.on_requests,
+                [
+                    (
+                        event,
+                        scope.first_content()
+                        if scope is not None and event.detail.get("stream")
+                        else None,
                     )
-                    route = event.route
-                    if route is not None and route in requests:
-                        requests[route] += 1
-                    if request_log is not None:
+                    for event, scope in requests
+                ],
+            )
+            served = self.requests
+            request_log = self.request_log
+            for event, scope in requests:
+                route = event.route
+                if route is not None and route in served:
+                    served[route] += 1
+                if request_log is not None:
+                    try:
                         request_log.write(event, scope)
-            except Exception:  # one bad event must not stop the others, nor the reader
-                log.exception("observability: processing an event failed")
+                    except Exception:
+                        log.exception("observability: processing an event failed")
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from __future__ import annotations
 import os
 import tempfile
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -83,7 +83,7 @@ from prometheus_client.utils import floatToGoString
 from hedgerow import ir
 from hedgerow.observe.eventlog import replicated
 from hedgerow.routing import Gateway
-from hedgerow.routing.events import Event
+from hedgerow.routing.events import AttemptFields, Event, attempt_fields
 
 __all__ = [
     "CONTENT_TYPE",
@@ -162,6 +162,22 @@ class _FastHistogram:
         """Count one observation (``le`` buckets: the first bound >= value)."""
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """``observe`` each of ``values``."""
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        self.sum += sum(values)
+
+
+def _observe_all(histogram: Any, values: Sequence[float]) -> None:
+    """Observe ``values`` in a histogram series, fast or prometheus_client's own."""
+    if isinstance(histogram, _FastHistogram):
+        histogram.observe_all(values)
+    else:
+        for value in values:
+            histogram.observe(value)
 
 
 class _FastFamily:
@@ -505,35 +521,57 @@ class Metrics:
             handler(event)
 
     # The request path resolves labels once per shape of event (route, tier, status, ...)
-    # and keeps the metric children it found: a request costs a dictionary lookup and the
-    # increments themselves. The caches are bounded (the shapes are, too).
+    # and keeps the metric children it found. Events come in batches (``Observability``
+    # queues them): the requests and attempts of one shape are added up first, and each
+    # series is incremented once per batch. The caches are bounded (the shapes are, too).
 
-    def on_request(self, event: Event, ttfc: tuple[str, float] | None = None) -> None:
-        """Count one client request; ``ttfc`` is ``(deployment, seconds)`` of a stream's
-        winning attempt when known."""
-        detail = event.detail
-        route = event.route if event.route in self._routes else UNKNOWN
-        key = (route, detail.get("tier"), detail.get("status"), detail.get("error") is not None)
-        children = self._request_cache.get(key)
-        if children is None:
-            children = self._request_children(*key)
-            if len(self._request_cache) < 10_000:
-                self._request_cache[key] = children
-        requests, duration, tokens_in, tokens_out = children
-        requests.inc()
-        latency = detail.get("latency")
-        if latency is not None:
-            duration.observe(latency)
-        count = detail.get("input_tokens")
-        if count:
-            tokens_in.inc(count)
-        count = detail.get("output_tokens")
-        if count:
-            tokens_out.inc(count)
-        if ttfc is not None:
-            provider, model = self.deployment_labels(ttfc[0])
+    def on_requests(self, batch: Iterable[tuple[Event, tuple[str, float] | None]]) -> None:
+        """Count client requests: each a ``request`` event, with ``(deployment, seconds)``
+        of a stream's winning attempt when known (its time to first content)."""
+        routes = self._routes
+        # shape -> [requests, latencies, input tokens, output tokens]
+        shapes: dict[tuple[Any, ...], list[Any]] = {}
+        first_content: dict[str, list[float]] = {}
+        for event, ttfc in batch:
+            detail = event.detail
+            route = event.route if event.route in routes else UNKNOWN
+            shape = (
+                route,
+                detail.get("tier"),
+                detail.get("status"),
+                detail.get("error") is not None,
+            )
+            sums = shapes.get(shape)
+            if sums is None:
+                sums = shapes[shape] = [0, [], 0, 0]
+            sums[0] += 1
+            latency = detail.get("latency")
+            if latency is not None:
+                sums[1].append(latency)
+            sums[2] += detail.get("input_tokens") or 0
+            sums[3] += detail.get("output_tokens") or 0
+            if ttfc is not None:
+                first_content.setdefault(ttfc[0], []).append(ttfc[1])
+        for shape, (count, latencies, tokens_in, tokens_out) in shapes.items():
+            requests, duration, input_tokens, output_tokens = self._request_series(shape)
+            requests.inc(count)
+            _observe_all(duration, latencies)
+            if tokens_in:
+                input_tokens.inc(tokens_in)
+            if tokens_out:
+                output_tokens.inc(tokens_out)
+        for deployment, seconds in first_content.items():
+            provider, model = self.deployment_labels(deployment)
             if provider != UNKNOWN:
-                self._child(self.ttfc, provider, model).observe(ttfc[1])
+                _observe_all(self._child(self.ttfc, provider, model), seconds)
+
+    def _request_series(self, shape: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
+        children = self._request_cache.get(shape)
+        if children is None:
+            children = self._request_children(*shape)
+            if len(self._request_cache) < 10_000:
+                self._request_cache[shape] = children
+        return children
 
     def _request_children(
         self, route: str, tier: Any, status: Any, failed: bool
@@ -563,34 +601,33 @@ class Metrics:
 
     def on_attempt(self, event: Event) -> None:
         """Count one upstream attempt (an ``attempt`` event)."""
-        d = event.detail
-        self.attempt(
-            event.route, event.deployment, d.get("outcome"), d.get("error"), d.get("latency")
-        )
+        self.on_attempts((attempt_fields(event, 0.0),))
 
-    def attempt(
-        self,
-        route: str | None,
-        deployment: str | None,
-        outcome: Any,
-        error: Any,
-        latency: float | None,
-    ) -> None:
-        """Count one upstream attempt, from its fields."""
-        key = (route, deployment, outcome, error)
-        children = self._attempt_cache.get(key)
-        if children is None:
-            children = self._attempt_children(*key)
-            if len(self._attempt_cache) < 10_000:
-                self._attempt_cache[key] = children
-        if children is None:
-            return
-        attempts, duration, errors = children
-        attempts.inc()
-        if latency is not None:
-            duration.observe(latency)
-        if errors is not None:
-            errors.inc()
+    def on_attempts(self, batch: Iterable[AttemptFields]) -> None:
+        """Count upstream attempts."""
+        shapes: dict[tuple[Any, ...], list[float]] = {}
+        for route, deployment, outcome, error, _status, latency, _now in batch:
+            shape = (route, deployment, outcome, error)
+            latencies = shapes.get(shape)
+            if latencies is None:
+                shapes[shape] = [latency]
+            else:
+                latencies.append(latency)
+        cache = self._attempt_cache
+        for shape, latencies in shapes.items():
+            if shape in cache:
+                children = cache[shape]
+            else:
+                children = self._attempt_children(*shape)
+                if len(cache) < 10_000:
+                    cache[shape] = children
+            if children is None:
+                continue
+            attempts, duration, errors = children
+            attempts.inc(len(latencies))
+            _observe_all(duration, latencies)
+            if errors is not None:
+                errors.inc(len(latencies))
 
     def _attempt_children(
         self, route: str | None, deployment: str | None, outcome: Any, error: Any

@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Event", "EventBus"]
+from hedgerow.routing.health import Outcome
+
+__all__ = ["AttemptFields", "Event", "EventBus", "attempt_fields"]
 
 log = logging.getLogger("hedgerow.events")
 
@@ -26,6 +28,27 @@ class Event(msgspec.Struct, frozen=True):
     deployment: str | None = None
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
     at: float = 0.0
+
+
+# One upstream attempt as observers take it in batches: (route, deployment, outcome, error,
+# status, latency in seconds, when on the gateway's clock). A plain tuple: made for every
+# attempt, it must cost less than the work it saves.
+AttemptFields = tuple[str | None, str | None, Outcome, str | None, int | None, float, float]
+
+
+def attempt_fields(event: Event, now: float) -> AttemptFields:
+    """The fields of an ``attempt`` event (``now``: when it happened, on the gateway's
+    clock)."""
+    d = event.detail
+    return (
+        event.route,
+        event.deployment,
+        d.get("outcome", "other"),
+        d.get("error"),
+        d.get("status"),
+        d.get("latency") or 0.0,
+        now,
+    )
 
 
 class EventBus:
