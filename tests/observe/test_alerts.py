@@ -23,6 +23,7 @@ from hedgerow.observe import Observability
 from hedgerow.observe.alerts import Alert
 from hedgerow.observe.eventlog import EventQuery
 from hedgerow.routing import Gateway, GatewayError
+from hedgerow.routing.health import Outcome
 from hedgerow.sim.mock import RunningMock
 from tests.observe.conftest import (
     CHAT,
@@ -63,20 +64,14 @@ async def observed(
 def attempts(
     obs: Observability,
     n: int,
-    outcome: str = "success",
+    outcome: Outcome = "success",
     latency: float = 0.05,
     deployment: str = SONNET,
 ) -> None:
     """``n`` attempt events, as the router emits them."""
     for _ in range(n):
-        obs.gateway.events.emit(
-            "attempt",
-            "chat",
-            deployment,
-            outcome=outcome,
-            error=None if outcome == "success" else "server_error",
-            latency=latency,
-        )
+        error = None if outcome == "success" else "server_error"
+        obs.gateway.events.attempt("chat", deployment, outcome, error, None, latency)
 
 
 def states(fired: list[Alert], rule: str) -> list[str]:

@@ -38,7 +38,8 @@ from hedgerow.observe.metrics import Metrics
 from hedgerow.observe.redact import Redactor
 from hedgerow.observe.status import StatusMonitor
 from hedgerow.routing import Gateway
-from hedgerow.routing.events import AttemptFields, Event
+from hedgerow.routing.events import AttemptFields, Event, attempt_fields
+from hedgerow.routing.health import Outcome
 
 __all__ = ["Observability", "QueueProbe", "queue_probe"]
 
@@ -46,6 +47,12 @@ log = logging.getLogger("hedgerow.observe")
 
 # () -> ({state: count}, age of the oldest queued job in seconds or None)
 QueueProbe = Callable[[], Awaitable[tuple[dict[str, int], float | None]]]
+
+
+# Queued events past which the subscriber processes them at once: batches stay small
+# (events that live long get promoted by the garbage collector, which then works harder),
+# and never pile up unprocessed.
+_BATCH = 256
 
 
 def _feed(consume: Callable[[list[Any]], None], batch: list[Any]) -> None:
@@ -153,7 +160,8 @@ class Observability:
         self.alerts.before_evaluate = self.drain
         self.events.before_flush = self.drain
         self.status.before_apply = self.drain
-        gateway.subscribe(self._on_event)
+        gateway.subscribe(self._on_event, attempts=False)
+        gateway.subscribe_attempts(self._on_attempt)
 
     # -- the subscriber (synchronous, on the request path) ------------------------------------
     #
@@ -165,33 +173,36 @@ class Observability:
     # rare kinds (failover, breaker, operator, ...) are handled at once, in the emitter's
     # context (who acted is read from it).
 
+    def _on_attempt(
+        self,
+        route: str | None,
+        deployment: str | None,
+        outcome: Outcome,
+        error: str | None,
+        status: int | None,
+        latency: float,
+    ) -> None:
+        if self._closed:
+            return
+        self._attempts.append((route, deployment, outcome, error, status, latency, self._clock()))
+        self._attempt_scopes.append(current_scope())
+        if len(self._attempts) >= _BATCH:
+            self.drain()
+
     def _on_event(self, event: Event) -> None:
         if self._closed:
             return
         kind = event.kind
-        if kind == "attempt":
-            d = event.detail
-            self._attempts.append(
-                (
-                    event.route,
-                    event.deployment,
-                    d.get("outcome", "other"),
-                    d.get("error"),
-                    d.get("status"),
-                    d.get("latency") or 0.0,
-                    self._clock(),
-                )
-            )
-            self._attempt_scopes.append(current_scope())
-        elif kind == "request":
+        if kind == "request":
             self._requests.append((event, current_scope()))
+        elif kind == "attempt":  # one published by hand: the router's come to _on_attempt
+            self._attempts.append(attempt_fields(event, self._clock()))
+            self._attempt_scopes.append(current_scope())
         else:
             for handler in self._other.get(kind, self._record_unknown):
                 handler(event)
             return
-        # Batches stay small (events that live long get promoted by the garbage collector,
-        # which then works harder), and never pile up unprocessed.
-        if len(self._attempts) + len(self._requests) >= 256:
+        if len(self._requests) >= _BATCH:
             self.drain()
 
     def drain(self) -> None:

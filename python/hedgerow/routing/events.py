@@ -15,7 +15,7 @@ import msgspec
 
 from hedgerow.routing.health import Outcome
 
-__all__ = ["AttemptFields", "Event", "EventBus", "attempt_fields"]
+__all__ = ["AttemptFields", "AttemptHook", "Event", "EventBus", "attempt_fields"]
 
 log = logging.getLogger("hedgerow.events")
 
@@ -51,22 +51,60 @@ def attempt_fields(event: Event, now: float) -> AttemptFields:
     )
 
 
+# Hears an attempt's fields as they happen: (route, deployment, outcome, error, status,
+# latency in seconds); see ``EventBus.subscribe_attempts``.
+AttemptHook = Callable[[str | None, str | None, Outcome, str | None, int | None, float], None]
+
+
 class EventBus:
     """Fan-out of router events to subscribers; free when nobody listens."""
 
-    __slots__ = ("_subscribers",)
+    __slots__ = ("_attempt_events", "_attempt_hooks", "_subscribers")
 
     def __init__(self) -> None:
         self._subscribers: list[Callable[[Event], None]] = []
+        self._attempt_events: list[Callable[[Event], None]] = []
+        self._attempt_hooks: list[AttemptHook] = []
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
-        """Call ``callback`` with every event from now on."""
+    def subscribe(self, callback: Callable[[Event], None], *, attempts: bool = True) -> None:
+        """Call ``callback`` with every event from now on; with ``attempts=False``, every
+        event but the router's ``attempt`` events (for a subscriber that takes those through
+        ``subscribe_attempts``)."""
         self._subscribers.append(callback)
+        if attempts:
+            self._attempt_events.append(callback)
+
+    def subscribe_attempts(self, hook: AttemptHook) -> None:
+        """Call ``hook`` with the fields of every upstream attempt from now on. No event is
+        built for a hook: an attempt is the commonest thing the router reports, and an
+        event object with its detail dict costs more than what most observers do with it."""
+        self._attempt_hooks.append(hook)
 
     @property
     def active(self) -> bool:
         """Whether anyone listens (callers skip building events otherwise)."""
-        return bool(self._subscribers)
+        return bool(self._subscribers or self._attempt_hooks)
+
+    def attempt(
+        self,
+        route: str | None,
+        deployment: str | None,
+        outcome: Outcome,
+        error: str | None,
+        status: int | None,
+        latency: float,
+    ) -> None:
+        """Report one upstream attempt: to the hooks as fields, to the subscribers that
+        asked for them as an ``attempt`` event."""
+        for hook in self._attempt_hooks:
+            try:
+                hook(route, deployment, outcome, error, status, latency)
+            except Exception:  # observers must never hurt traffic
+                log.exception("attempt hook failed")
+        if self._attempt_events:
+            detail = {"outcome": outcome, "error": error, "status": status, "latency": latency}
+            event = Event("attempt", route, deployment, detail, time.time())
+            self._deliver(self._attempt_events, event)
 
     def emit(
         self, kind: str, route: str | None = None, deployment: str | None = None, **detail: Any
@@ -81,10 +119,12 @@ class EventBus:
         """``emit`` with the detail as a dict, for the events every request makes: a call
         with keywords collected into ``**detail`` compares each keyword's name with every
         parameter's, which costs more than building the event."""
-        if not self._subscribers:
-            return
-        event = Event(kind, route, deployment, detail, time.time())
-        for callback in self._subscribers:
+        if self._subscribers:
+            self._deliver(self._subscribers, Event(kind, route, deployment, detail, time.time()))
+
+    @staticmethod
+    def _deliver(subscribers: list[Callable[[Event], None]], event: Event) -> None:
+        for callback in subscribers:
             try:
                 callback(event)
             except Exception:  # observers must never hurt traffic

@@ -30,7 +30,7 @@ from hedgerow.providers import Adapter, ClientPool, UpstreamError
 from hedgerow.routing.attempt import Chunk, StreamAttempt, complete_once, open_stream
 from hedgerow.routing.degrade import JobSink, Minimal, ResponseCache, request_key, response_events
 from hedgerow.routing.deployment import Candidate, Deployment, RoutePlan
-from hedgerow.routing.events import Event, EventBus
+from hedgerow.routing.events import AttemptHook, Event, EventBus
 from hedgerow.routing.health import Health, outcome_of
 from hedgerow.routing.shared import SharedHealth, open_region
 from hedgerow.tokens import estimate_request_tokens
@@ -311,9 +311,15 @@ class Gateway:
             "redis": None if remote is None else ("shared" if remote.available else "local"),
         }
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
-        """Hear every router event (failover, hedge, retry, breaker, degraded, ...)."""
-        self.events.subscribe(callback)
+    def subscribe(self, callback: Callable[[Event], None], *, attempts: bool = True) -> None:
+        """Hear every router event (failover, hedge, retry, breaker, degraded, ...); with
+        ``attempts=False`` all but the ``attempt`` events (see ``subscribe_attempts``)."""
+        self.events.subscribe(callback, attempts=attempts)
+
+    def subscribe_attempts(self, hook: AttemptHook) -> None:
+        """Hear every upstream attempt as its fields, without an event built for it:
+        ``hook(route, deployment, outcome, error, status, latency)``."""
+        self.events.subscribe_attempts(hook)
 
     def set_job_sink(self, sink: JobSink) -> None:
         """Where background jobs go: ``submit`` and routes with a ``queue`` minimal answer."""
@@ -800,12 +806,7 @@ class Gateway:
         self._record(plan, deployment, "success", latency, now)
         health.record_ttfc(latency, now)
         if self.events.active:
-            self.events.publish(
-                "attempt",
-                plan.name,
-                deployment.key,
-                {"outcome": "success", "error": None, "latency": latency},
-            )
+            self.events.attempt(plan.name, deployment.key, "success", None, None, latency)
         served = Served(
             route=plan.name,
             tier=candidate.tier,
@@ -864,16 +865,13 @@ class Gateway:
             log.error("provider rejected hedgerow's key: %s: %s", deployment.key, info.message)
             self.events.emit("auth_error", plan.name, deployment.key, message=info.message)
         if self.events.active:
-            self.events.publish(
-                "attempt",
+            self.events.attempt(
                 plan.name,
                 deployment.key,
-                {
-                    "outcome": outcome or "success",
-                    "error": info.kind.value,
-                    "status": info.status,
-                    "latency": latency,
-                },
+                outcome or "success",
+                info.kind.value,
+                info.status,
+                latency,
             )
 
     async def _until_first_content(
