@@ -79,10 +79,9 @@ fn needs_escape(bytes: &[u8]) -> bool {
 /// `1e-7`), `null` for NaN and infinities (JSON has neither).
 pub fn push_f64(out: &mut Vec<u8>, x: f64) {
     if x.is_finite() {
-        // `Debug` is the shortest round-trip form, with an exponent for very small or
-        // large magnitudes: valid JSON either way.
-        use std::io::Write;
-        let _ = write!(out, "{x:?}");
+        // The shortest text that reads back as `x`, with an exponent for very small or
+        // large magnitudes (`1e-7`): valid JSON either way.
+        out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
@@ -90,8 +89,7 @@ pub fn push_f64(out: &mut Vec<u8>, x: f64) {
 
 /// Appends `n` in decimal.
 pub fn push_i64(out: &mut Vec<u8>, n: i64) {
-    use std::io::Write;
-    let _ = write!(out, "{n}");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `x` rounded to 4 decimal places (a tenth of a millisecond for latencies in seconds).
