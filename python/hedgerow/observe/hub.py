@@ -215,7 +215,7 @@ class Observability:
             for fields, scope in zip(attempts, scopes, strict=True):
                 _, deployment, outcome, error, status, latency, _ = fields
                 if scope is not None:
-                    scope.attempts.append((deployment, outcome, error, status, latency))
+                    scope.append((deployment, outcome, error, status, latency))
                 tally = counts.get(deployment)  # type: ignore[arg-type]
                 if tally is not None:
                     tally[0] += 1

@@ -58,19 +58,20 @@ __all__ = [
 ]
 
 
-class RequestScope:
-    """The attempts of one client request, gathered from the tasks that made them."""
+# One attempt in a request's scope: (deployment, outcome, error, status, latency seconds).
+ScopedAttempt = tuple[str | None, str, str | None, int | None, float]
 
-    __slots__ = ("attempts",)
 
-    def __init__(self) -> None:
-        # (deployment, outcome, error, status, latency seconds)
-        self.attempts: list[tuple[str | None, str, str | None, int | None, float]] = []
+class RequestScope(list[ScopedAttempt]):
+    """The attempts of one client request, gathered from the tasks that made them: the list
+    itself (made for every request, it has no ``__init__`` of its own to run)."""
+
+    __slots__ = ()
 
     def first_content(self) -> tuple[str, float] | None:
         """``(deployment, seconds)`` of the first successful attempt (for a stream, its time
         to first content)."""
-        for deployment, outcome, error, _, latency in self.attempts:
+        for deployment, outcome, error, _, latency in self:
             if outcome == "success" and error is None and deployment is not None:
                 return deployment, latency
         return None
@@ -172,13 +173,7 @@ class RequestLog:
         if route is not None:
             # The one field a client controls (the model it asked for).
             route = self.redactor.short(route)
-        self._lines.add(
-            event.at,
-            route,
-            event.deployment,
-            event.detail,
-            scope.attempts if scope is not None else None,
-        )
+        self._lines.add(event.at, route, event.deployment, event.detail, scope)
         if self._thread is None:
             self.start()
 

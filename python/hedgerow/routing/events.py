@@ -103,8 +103,7 @@ class EventBus:
                 log.exception("attempt hook failed")
         if self._attempt_events:
             detail = {"outcome": outcome, "error": error, "status": status, "latency": latency}
-            event = Event("attempt", route, deployment, detail, time.time())
-            self._deliver(self._attempt_events, event)
+            self.publish("attempt", route, deployment, detail, self._attempt_events)
 
     def emit(
         self, kind: str, route: str | None = None, deployment: str | None = None, **detail: Any
@@ -114,16 +113,21 @@ class EventBus:
             self.publish(kind, route, deployment, detail)
 
     def publish(
-        self, kind: str, route: str | None, deployment: str | None, detail: dict[str, Any]
+        self,
+        kind: str,
+        route: str | None,
+        deployment: str | None,
+        detail: dict[str, Any],
+        subscribers: list[Callable[[Event], None]] | None = None,
     ) -> None:
         """``emit`` with the detail as a dict, for the events every request makes: a call
         with keywords collected into ``**detail`` compares each keyword's name with every
-        parameter's, which costs more than building the event."""
-        if self._subscribers:
-            self._deliver(self._subscribers, Event(kind, route, deployment, detail, time.time()))
-
-    @staticmethod
-    def _deliver(subscribers: list[Callable[[Event], None]], event: Event) -> None:
+        parameter's, which costs more than building the event. (``subscribers``: the
+        bus's own lists only.)"""
+        subscribers = self._subscribers if subscribers is None else subscribers
+        if not subscribers:
+            return
+        event = Event(kind, route, deployment, detail, time.time())
         for callback in subscribers:
             try:
                 callback(event)
