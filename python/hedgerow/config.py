@@ -116,6 +116,11 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
     ``open_base`` seconds, doubling on each repeated trip up to ``open_max``; then real
     traffic probes it (``half_open_probes`` at once) and one success brings it back.
     ``slow_call`` (seconds) counts slower successes as failures.
+
+    A deployment whose breaker probes it, or that failed at least ``probation_error_rate``
+    of its calls over ``window``, is on probation: its streams reach the client only once
+    they are whole (held back, like every stream until its first content), so that a stream
+    it cuts halfway still fails over unseen.
     """
 
     failure_rate: float = 0.5
@@ -126,6 +131,11 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True):
     open_base: float = 5.0
     open_max: float = 300.0
     half_open_probes: int = 1
+    probation_error_rate: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probation_error_rate <= 1:
+            raise ValueError("probation_error_rate must be a share between 0 and 1")
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -163,3 +163,11 @@ def test_check_command_exits_2_on_a_bad_config(
         main(["check", "--config", str(path)])
     assert info.value.code == 2
     assert "at least one route" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rate", [0, -0.1, 1.5])
+def test_a_probation_error_rate_outside_0_to_1_is_refused(rate: float) -> None:
+    bad = GOOD + f"breaker: {{probation_error_rate: {rate}}}\n"
+    with pytest.raises(ConfigError, match="probation_error_rate must be a share between 0 and 1"):
+        parse_config(bad, env=ENV)
+    assert parse_config(GOOD + "breaker: {probation_error_rate: 1}\n", env=ENV)

@@ -432,3 +432,81 @@ async def test_operator_controls_take_effect_at_once(mock: RunningMock) -> None:
         "pin",
         "minimal",
     ]
+
+
+async def _streamed_text(gw: Gateway, route: str) -> str:
+    body = {"model": route, "messages": USER, "max_tokens": 20, "stream": True}
+    return "".join(
+        [event.text async for event in gw.stream(body) if isinstance(event, ir.TextDelta)]
+    )
+
+
+CUT_AFTER_3_TOKENS = {"kind": "stream_error", "after_tokens": 3}
+
+
+def cut_streams_halfway(mock: RunningMock, model: str) -> None:
+    """``model``'s streams end with an error event after 3 tokens, paced (100 tokens/s) so
+    that the first content reaches the gateway before the cut does."""
+    mock.state.set_model(model, ModelConfig(tokens_per_second=100))
+    mock.set_faults(model, CUT_AFTER_3_TOKENS)
+
+
+async def test_a_stream_from_a_probed_deployment_reaches_the_client_only_whole(
+    mock: RunningMock,
+) -> None:
+    """The breaker's probe is real traffic: a stream it cuts halfway fails over unseen,
+    because a deployment on probation is streamed only once its answer is whole."""
+    clock = FakeClock()
+    routes = {"chat": {"tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]], "retry": NO_RETRY}}
+    async with gateway(mock, routes, clock) as gw:
+        mock.set_faults("claude-sonnet-4-6", {"kind": "error", "status": 529})
+        for _ in range(3):
+            await ask(gw, "chat")
+        assert gw.deployments["anth/claude-sonnet-4-6"].health.breaker.state_at(clock()) == "open"
+        clock.advance(12.0)  # past the open period: the next request is the probe
+        cut_streams_halfway(mock, "claude-sonnet-4-6")
+
+        text = await _streamed_text(gw, "chat")
+
+        assert mock.requests("claude-sonnet-4-6") == 4  # the probe was made, and cut
+        assert mock.requests("gpt-5.5") == 4  # ... and the next tier answered in full
+        assert text  # no GatewayError: the client saw one clean stream
+
+
+async def test_a_deployment_failing_a_share_of_its_calls_is_streamed_whole_too(
+    mock: RunningMock,
+) -> None:
+    clock = FakeClock()
+    routes = {"chat": {"tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]], "retry": NO_RETRY}}
+    async with gateway(mock, routes, clock) as gw:
+        health = gw.deployments["anth/claude-sonnet-4-6"].health
+        # One failure in four calls: 25 %, the default probation_error_rate; breaker closed.
+        mock.set_faults("claude-sonnet-4-6", {"kind": "error", "status": 529})
+        await ask(gw, "chat")
+        mock.state.faults.clear()
+        for _ in range(3):
+            assert (await ask(gw, "chat")).served.tier == 0
+        assert health.breaker.state_at(clock()) == "closed"
+        assert health.on_probation(clock())
+        cut_streams_halfway(mock, "claude-sonnet-4-6")
+
+        assert await _streamed_text(gw, "chat")
+        assert mock.requests("gpt-5.5") == 2  # the failover of the 529, and of the cut
+
+
+async def test_a_healthy_deployment_streams_from_its_first_content(mock: RunningMock) -> None:
+    """Off probation nothing is held past the first content: a cut after it is the
+    client's to see, as an error where it happens (what hedgerow cannot hide)."""
+    clock = FakeClock()
+    routes = {"chat": {"tiers": [["anth/claude-sonnet-4-6"], ["oai/gpt-5.5"]], "retry": NO_RETRY}}
+    async with gateway(mock, routes, clock) as gw:
+        assert not gw.deployments["anth/claude-sonnet-4-6"].health.on_probation(clock())
+        cut_streams_halfway(mock, "claude-sonnet-4-6")
+        seen: list[str] = []
+        body = {"model": "chat", "messages": USER, "max_tokens": 20, "stream": True}
+        with pytest.raises(GatewayError):
+            async for event in gw.stream(body):
+                if isinstance(event, ir.TextDelta):
+                    seen.append(event.text)
+        assert seen  # content reached the client before the cut
+        assert mock.requests("gpt-5.5") == 0

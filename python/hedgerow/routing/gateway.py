@@ -792,16 +792,19 @@ class Gateway:
                 attempt, held, rest = await self._until_first_content(
                     candidate, request, raw, light
                 )
+                latency = loop.time() - started  # to the first content
+                if health.on_probation(self.clock()):
+                    rest = await _hold_whole(attempt, held, rest)
             else:
                 response, data = await complete_once(
                     self.pool, deployment, request, raw, candidate.timeouts
                 )
+                latency = loop.time() - started
         except BaseException as exc:
             health.in_flight -= 1
             if isinstance(exc, UpstreamError):
                 self._record_failure(plan, deployment, exc.info, loop.time() - started)
             raise
-        latency = loop.time() - started
         now = self.clock()
         self._record(plan, deployment, "success", latency, now)
         health.record_ttfc(latency, now)
@@ -898,9 +901,7 @@ class Gateway:
                 chunks = attempt.chunks().__aiter__()
                 # Not closed on return: the same iterator carries the rest of the stream.
                 async for raw_bytes, events in chunks:
-                    for event in events:
-                        if isinstance(event, ir.StreamError):
-                            raise UpstreamError(event.error)
+                    _raise_stream_error(events)
                     held.append((raw_bytes, events))
                     if any(ir.is_content(e) or isinstance(e, ir.MessageEnd) for e in events):
                         return attempt, held, chunks
@@ -985,6 +986,34 @@ class Gateway:
                 if isinstance(event, ir.StreamError):
                     raise GatewayError(event.error, reply.served.attempts, reply.served.route)
                 yield event
+
+
+def _raise_stream_error(events: list[ir.StreamEvent]) -> None:
+    """``UpstreamError`` for a stream's error event (one not sent to the client yet)."""
+    for event in events:
+        if isinstance(event, ir.StreamError):
+            raise UpstreamError(event.error)
+
+
+async def _hold_whole(
+    attempt: StreamAttempt, held: list[Chunk], rest: AsyncIterator[Chunk]
+) -> AsyncIterator[Chunk]:
+    """Read the rest of a stream into ``held`` (a deployment on probation: see
+    ``Health.on_probation``); ``UpstreamError`` when it fails before its end, so that the
+    router can still go on to the next candidate. Returns the (empty) rest."""
+    try:
+        async for raw_bytes, events in rest:
+            _raise_stream_error(events)
+            held.append((raw_bytes, events))
+    except BaseException:
+        attempt.close()
+        raise
+    return _no_chunks()
+
+
+async def _no_chunks() -> AsyncIterator[Chunk]:
+    return
+    yield
 
 
 def _discard(result: ChatResult | StreamReply) -> None:

@@ -68,6 +68,7 @@ class Health:
         "local_rpm",
         "local_tpm",
         "paused_until",
+        "probation_rate",
         "rpm",
         "rpm_rate",
         "shared",
@@ -97,6 +98,7 @@ class Health:
             half_open_probes=breaker.half_open_probes,
         )
         self.window = SlidingWindow(window=breaker.window, slots=60)
+        self.probation_rate = breaker.probation_error_rate
         self.ttfc = SlidingWindow(window=300.0, slots=60)
         # With other copies of the gateway, ``rpm``/``tpm`` are the shared limits (a host's
         # region, else local here and Redis in ``remote_limit``); ``local_*`` are this
@@ -201,6 +203,15 @@ class Health:
             elif transition == "closed":
                 self.shared.recovered(self.key, now)
         return transition
+
+    def on_probation(self, now: float) -> bool:
+        """Whether its streams should reach clients only whole: its breaker is probing it,
+        or at least ``probation_error_rate`` of its calls over the window failed. A stream
+        cut after its first content cannot fail over any more; held back whole, it can."""
+        return (
+            self.breaker.state_at(now) == "half_open"
+            or self.window.error_rate(now) >= self.probation_rate
+        )
 
     def record_ttfc(self, seconds: float, now: float) -> None:
         """Count a time to first content."""
