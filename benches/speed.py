@@ -144,15 +144,16 @@ def process(
                     proc.wait()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` and their children (LiteLLM runs workers)."""
-    total = 0.0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of ``pids`` and their children (LiteLLM runs workers)."""
+    user = system = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in {p for root in pids for p in (root, *children(root))}:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
 
 
 def oha(
@@ -165,12 +166,15 @@ def oha(
     args += ["-H", f"authorization: Bearer {KEY}", "-d", json.dumps(body)]
     if rate is not None:
         args += ["-q", str(rate), "--latency-correction"]
-    cpu_before = cpu_seconds(list(pids))
+    user_before, system_before = cpu_times(list(pids))
     out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
     result = summary(json.loads(out))
     if pids:
-        answered = result["rps"] * seconds * result["success"]
-        result["cpu_us"] = (cpu_seconds(list(pids)) - cpu_before) / max(answered, 1) * 1e6
+        per_request = 1e6 / max(result["rps"] * seconds * result["success"], 1)
+        user, system = cpu_times(list(pids))
+        result["cpu_user_us"] = (user - user_before) * per_request
+        result["cpu_system_us"] = (system - system_before) * per_request
+        result["cpu_us"] = result["cpu_user_us"] + result["cpu_system_us"]
     return result
 
 
@@ -227,13 +231,25 @@ def observe_cost(
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
         runs: dict[str, list[float]] = {name: [] for name in targets}
+        splits: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
         for url in targets.values():
             oha(url, body(MODEL, stream), 8.0, rate)  # warm-up
         for round_number in range(rounds):
             for name in names if round_number % 2 == 0 else names[::-1]:
                 result = oha(targets[name], body(MODEL, stream), seconds, rate, [pids[name]])
                 runs[name].append(result["cpu_us"])
-        out[mode] = {name: {"median": statistics.median(r), "runs": r} for name, r in runs.items()}
+                splits[name].append((result["cpu_user_us"], result["cpu_system_us"]))
+        out[mode] = {
+            name: {
+                "median": statistics.median(r),
+                "runs": r,
+                # Medians of each part: the kernel's share (sockets, the request-log file)
+                # is steadier than the total on this VM.
+                "user": statistics.median(u for u, _ in splits[name]),
+                "system": statistics.median(s for _, s in splits[name]),
+            }
+            for name, r in runs.items()
+        }
         on, off = (next(r for n, r in runs.items() if n.startswith(p)) for p in ("(c)", "(c'')"))
         ratios = sorted(a / b - 1 for a, b in zip(on, off, strict=True))
         quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
@@ -485,21 +501,22 @@ def observe_table(cost: dict[str, Any]) -> str:
     """Observability's cost: CPU µs per request, on (c) against off (c'')."""
     lines = [
         "| mode | (b) aiohttp proxy | (c'') observability off | (c') on, request log off "
-        "| (c) on | cost of it all | per round: median [quartiles] | runs of (c'') / (c) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| (c) on | cost of it all | per round: median [quartiles] "
+        "| user + system, off / on | runs of (c'') / (c) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for mode, rows in cost.items():
         paired = rows["paired"]
         # "(c'') hedgerow, observability off" -> "c''"
-        med = {n[1 : n.index(")")]: row["median"] for n, row in rows.items() if n != "paired"}
-        runs = {n[1 : n.index(")")]: row["runs"] for n, row in rows.items() if n != "paired"}
-        off, nolog, on = med["c''"], med["c'"], med["c"]
-        listed = " ".join(f"{x:.0f}" for x in runs["c''"]) + " / "
-        listed += " ".join(f"{x:.0f}" for x in runs["c"])
+        by = {n[1 : n.index(")")]: row for n, row in rows.items() if n != "paired"}
+        off, nolog, on = by["c''"]["median"], by["c'"]["median"], by["c"]["median"]
+        listed = " ".join(f"{x:.0f}" for x in by["c''"]["runs"]) + " / "
+        listed += " ".join(f"{x:.0f}" for x in by["c"]["runs"])
+        split = " / ".join(f"{by[n]['user']:.0f} + {by[n]['system']:.0f}" for n in ("c''", "c"))
         lines.append(
-            f"| {mode} | {med['b']:.0f} | {off:.0f} | {nolog:.0f} | {on:.0f} "
+            f"| {mode} | {by['b']['median']:.0f} | {off:.0f} | {nolog:.0f} | {on:.0f} "
             f"| **{on / off - 1:+.1%}** | {paired['median']:+.1%} "
-            f"[{paired['q1']:+.1%}, {paired['q3']:+.1%}] | {listed} |"
+            f"[{paired['q1']:+.1%}, {paired['q3']:+.1%}] | {split} | {listed} |"
         )
     return "\n".join(lines)
 
