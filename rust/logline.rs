@@ -190,6 +190,11 @@ impl Secrets {
         Secrets { finders }
     }
 
+    /// The values kept, longest first.
+    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
+        self.finders.iter().map(|f| f.needle())
+    }
+
     /// `data` with every occurrence of a secret replaced by `[REDACTED]`, or `None` when
     /// none occurs (the common case: one SIMD scan per secret, no copy).
     pub fn mask(&self, data: &[u8]) -> Option<Vec<u8>> {

@@ -957,6 +957,45 @@ struct PendingLines {
     dropped: u64,
 }
 
+/// ``SecretMask(secrets)``: known secret values masked in text, the one rule hedgerow
+/// masks them by (its logs, events, alerts and request-log lines): values of 4 bytes and
+/// more, the longest first where two start at the same place, each occurrence replaced by
+/// ``[REDACTED]``.
+#[pyclass(frozen, name = "SecretMask", module = "hedgerow._core")]
+struct PySecretMask {
+    secrets: Secrets,
+}
+
+#[pymethods]
+impl PySecretMask {
+    #[new]
+    fn new(secrets: Vec<String>) -> Self {
+        PySecretMask {
+            secrets: Secrets::new(secrets.into_iter().map(String::into_bytes)),
+        }
+    }
+
+    /// The values masked, longest first (shorter ones and repeats dropped).
+    #[getter]
+    fn values(&self) -> Vec<String> {
+        self.secrets
+            .values()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// ``text`` with every secret masked; ``text`` itself when none occurs in it.
+    fn mask<'py>(&self, text: &Bound<'py, PyString>) -> Bound<'py, PyString> {
+        // Text that is no UTF-8 (lone surrogates) is searched as its lossy form: it is only
+        // replaced when a secret was found in it.
+        let utf8 = text.to_string_lossy();
+        match self.secrets.mask(utf8.as_bytes()) {
+            None => text.clone(),
+            Some(masked) => PyString::new(text.py(), &String::from_utf8_lossy(&masked)),
+        }
+    }
+}
+
 /// The request log's pending lines: ``add`` formats one request's JSON line into a buffer
 /// (on the event loop, no Python objects made), ``take`` hands the writer thread everything
 /// added so far as one ``bytes``, the config's secret values masked.
@@ -1112,6 +1151,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loud_spans, m)?)?;
     m.add_function(wrap_pyfunction!(iso_millis, m)?)?;
     m.add_class::<PyRequestLines>()?;
+    m.add_class::<PySecretMask>()?;
     m.add_class::<PyCircuitBreaker>()?;
     m.add_class::<PyTokenBucket>()?;
     m.add_class::<PyKeyedTokenBucket>()?;

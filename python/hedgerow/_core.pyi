@@ -20,6 +20,7 @@ __all__ = [
     "CircuitBreaker",
     "KeyedTokenBucket",
     "RequestLines",
+    "SecretMask",
     "SharedBucket",
     "SharedMember",
     "SharedState",
@@ -378,6 +379,19 @@ def iso_millis(epoch: float) -> str:
     rounded to microseconds, half to even, then truncated). ``ValueError`` outside the years
     1-9999.
     """
+
+@final
+class SecretMask:
+    """Known secret values masked in text, the one rule hedgerow masks them by (its logs,
+    events, alerts and request-log lines): values of 4 bytes and more, the longest first where
+    two start at the same place, each occurrence replaced by ``[REDACTED]``."""
+
+    def __new__(cls, secrets: list[str]) -> SecretMask: ...
+    @property
+    def values(self) -> list[str]:
+        """The values masked, longest first (shorter ones and repeats dropped)."""
+    def mask(self, text: str) -> str:
+        """``text`` with every secret masked; ``text`` itself when none occurs in it."""
 
 @final
 class RequestLines:

@@ -33,6 +33,7 @@ def test_exported_names() -> None:
         "SharedMember",
         "SharedState",
         "RequestLines",
+        "SecretMask",
         "SlidingWindow",
         "TokenBucket",
         "iso_millis",
