@@ -171,6 +171,20 @@ class _FastHistogram:
         self.sum += sum(values)
 
 
+_NOT_CACHED = object()
+
+
+def _series(cache: dict[tuple[Any, ...], Any], shape: tuple[Any, ...], make: Any) -> Any:
+    """The metric children of an event shape: ``make(*shape)``, remembered in ``cache`` (up
+    to 10,000 shapes: they are bounded by the config, this is a guard)."""
+    children = cache.get(shape, _NOT_CACHED)
+    if children is _NOT_CACHED:
+        children = make(*shape)
+        if len(cache) < 10_000:
+            cache[shape] = children
+    return children
+
+
 def _observe_all(histogram: Any, values: Sequence[float]) -> None:
     """Observe ``values`` in a histogram series, fast or prometheus_client's own."""
     if isinstance(histogram, _FastHistogram):
@@ -553,7 +567,9 @@ class Metrics:
             if ttfc is not None:
                 first_content.setdefault(ttfc[0], []).append(ttfc[1])
         for shape, (count, latencies, tokens_in, tokens_out) in shapes.items():
-            requests, duration, input_tokens, output_tokens = self._request_series(shape)
+            requests, duration, input_tokens, output_tokens = _series(
+                self._request_cache, shape, self._request_children
+            )
             requests.inc(count)
             _observe_all(duration, latencies)
             if tokens_in:
@@ -564,14 +580,6 @@ class Metrics:
             provider, model = self.deployment_labels(deployment)
             if provider != UNKNOWN:
                 _observe_all(self._child(self.ttfc, provider, model), seconds)
-
-    def _request_series(self, shape: tuple[Any, ...]) -> tuple[Any, Any, Any, Any]:
-        children = self._request_cache.get(shape)
-        if children is None:
-            children = self._request_children(*shape)
-            if len(self._request_cache) < 10_000:
-                self._request_cache[shape] = children
-        return children
 
     def _request_children(
         self, route: str, tier: Any, status: Any, failed: bool
@@ -613,14 +621,8 @@ class Metrics:
                 shapes[shape] = [latency]
             else:
                 latencies.append(latency)
-        cache = self._attempt_cache
         for shape, latencies in shapes.items():
-            if shape in cache:
-                children = cache[shape]
-            else:
-                children = self._attempt_children(*shape)
-                if len(cache) < 10_000:
-                    cache[shape] = children
+            children = _series(self._attempt_cache, shape, self._attempt_children)
             if children is None:
                 continue
             attempts, duration, errors = children
