@@ -367,3 +367,14 @@ def test_a_batch_counts_what_its_events_count_one_by_one(shapes: list[Any]) -> N
         single.on_attempts([fields])
     assert batched.exposition() == single.exposition()
     assert series(batched.exposition().decode()) == series(single.exposition().decode())
+
+
+def test_an_attempt_event_published_by_hand_is_counted_as_the_routers_are() -> None:
+    gateway = Gateway(make_config(_NO_MOCK, ROUTES))
+    observe = Observability(gateway)
+    sonnet = "anth/claude-sonnet-4-6"
+    gateway.events.emit("attempt", "chat", sonnet, outcome="529", error="overloaded", latency=0.1)
+    gateway.events.attempt("chat", sonnet, "529", "overloaded", 529, 0.2)
+    text = observe.metrics.exposition().decode()  # rendering takes in the queue
+    assert metric(text, "hedgerow_attempts_total", route="chat", **{"class": "529"}) == 2
+    assert observe.attempts[sonnet] == [2, 2]

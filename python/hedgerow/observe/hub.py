@@ -195,15 +195,13 @@ class Observability:
         kind = event.kind
         if kind == "request":
             self._requests.append((event, current_scope()))
+            if len(self._requests) >= _BATCH:
+                self.drain()
         elif kind == "attempt":  # one published by hand: the router's come to _on_attempt
-            self._attempts.append(attempt_fields(event, self._clock()))
-            self._attempt_scopes.append(current_scope())
+            self._on_attempt(*attempt_fields(event, 0.0)[:6])
         else:
             for handler in self._other.get(kind, self._record_unknown):
                 handler(event)
-            return
-        if len(self._requests) >= _BATCH:
-            self.drain()
 
     def drain(self) -> None:
         """Process the queued ``attempt`` and ``request`` events (metrics, alert windows,
