@@ -69,10 +69,10 @@ fn needs_escape(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // The last few bytes, padded with a byte that needs no escape: the same check.
+    let mut last = [b'a'; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    hit(u64::from_le_bytes(last))
 }
 
 /// Appends `x` as a JSON number: the shortest text that reads back as `x` (`0.0134`,
