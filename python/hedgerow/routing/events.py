@@ -109,8 +109,7 @@ class EventBus:
         self, kind: str, route: str | None = None, deployment: str | None = None, **detail: Any
     ) -> None:
         """Publish an event; a failing subscriber never breaks the request path."""
-        if self._subscribers:
-            self.publish(kind, route, deployment, detail)
+        self.publish(kind, route, deployment, detail)
 
     def publish(
         self,
